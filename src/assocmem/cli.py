@@ -1,0 +1,62 @@
+"""The `assocmem` command: a thin shell. Each half registers its own sub-commands:
+
+    assocmem lca train ...          (assocmem.lca.cli)
+    assocmem hijack ...             (assocmem.hijack.cli)
+    assocmem reproduce ...          (assocmem.experiments.cli)
+
+Every user-facing error is a ConfigError, printed here on one line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from assocmem.errors import ConfigError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Transformers as associative memories: context hijacking and latent concept association.",
+)
+
+
+def _register() -> None:
+    from assocmem.experiments.cli import register as register_reproduce
+    from assocmem.hijack.cli import app as hijack_app
+    from assocmem.lca.cli import app as lca_app
+
+    app.add_typer(lca_app, name="lca", help="Latent concept association: train and analyse one-layer transformers.")
+    app.add_typer(hijack_app, name="hijack", help="Context hijacking of causal LMs on CounterFact.")
+    register_reproduce(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except typer.Exit as ex:
+        return ex.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted: finished work is kept; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            return err.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

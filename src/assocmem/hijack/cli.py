@@ -1,0 +1,4 @@
+"""`assocmem hijack` sub-commands (placeholder until written)."""
+import typer
+
+app = typer.Typer(no_args_is_help=True)
