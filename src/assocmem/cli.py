@@ -49,13 +49,26 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished work is kept; re-run the same command to resume", file=sys.stderr)
         return 130
     except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+        if isinstance(err, _usage_error_types()):
             err.show()
             return err.exit_code
         raise
     return 0
+
+
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """Click's usage errors; typer >= 0.2x raises those of its own vendored copy of click, which
+    are not subclasses of click's."""
+    import click
+
+    types: list[type[Exception]] = [click.exceptions.ClickException]
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        pass
+    else:
+        types.append(ClickException)
+    return tuple(types)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""`assocmem lca train`: output files, seed forms, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from assocmem.cli import main
+from assocmem.io import read_json
+from assocmem.lca.cli import parse_seeds
+
+TINY = ["--m", "3", "--L", "8", "--d", "8", "--steps", "12", "--batch-size", "16", "--warmup-steps", "2",
+        "--eval-every", "6", "--eval-samples", "128", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin contention on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_writes_summary_weights_and_prints_a_table(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["lca", "train", *TINY, "--freeze-value", "--seeds", "0", "1", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "bayes-opt" in printed and "gap" in printed and "mean" in printed
+    summary = read_json(out / "summary.json")
+    assert summary["seeds"] == [0, 1, 2]
+    assert summary["config"]["task"] == {"m": 3, "L": 8, "omega": 0.5, "beta": 1.0, "neighborhood": "all"}
+    assert summary["config"]["model"]["freeze_value"] is True and summary["config"]["model"]["d_a"] == 8
+    for key in ("final_accuracy", "bayes_optimal_accuracy", "gap_to_bayes"):
+        assert len(summary[key]) == 3
+    gap = summary["bayes_optimal_accuracy"][1] - summary["final_accuracy"][1]
+    assert summary["gap_to_bayes"][1] == pytest.approx(gap)
+    assert {row["step"] for row in summary["loss_curve"]} == {6, 12}
+    assert set(summary["loss_curve"][0]) == {"step", "seed", "loss", "accuracy"}
+    weights = load_file(out / "weights.safetensors")
+    assert weights["W_E"].shape == (3, 8, 8) and weights["W_V"].shape == (3, 8, 8)
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+@pytest.mark.parametrize(
+    "values, extra, seeds",
+    [(["0"], ["1", "2"], [0, 1, 2]), (["0,1,2"], None, [0, 1, 2]), (["0 1"], None, [0, 1]),
+     (["3", "4"], None, [3, 4]), (None, None, [0])],
+)
+def test_seed_forms(values, extra, seeds):
+    assert parse_seeds(values, extra) == seeds
+
+
+@pytest.mark.parametrize(
+    "argv, option, allowed",
+    [
+        (["--m", "13"], "--m=13", "[1, 12]"),
+        (["--m", "0"], "--m=0", "[1, 12]"),
+        (["--omega", "1.5"], "--omega=1.5", "[0, 1]"),
+        (["--beta", "0"], "--beta=0.0", "(0, inf)"),
+        (["--L", "0"], "--L=0", "[1, inf]"),
+        (["--d-a", "0"], "--d-a=0", "[1, inf]"),
+        (["--neighborhood", "ring"], "--neighborhood='ring'", "all, hamming1, cluster1, cluster2"),
+        (["--m", "2", "--neighborhood", "cluster2"], "--neighborhood='cluster2' is empty for m=2", "m >= 3"),
+        (["--seeds", "0", "x"], "--seeds=", "non-negative integers"),
+        (["--seeds", "1", "1"], "--seeds=", "distinct"),
+        (["7"], "argument=", "seeds go after --seeds"),
+        (["--schedule", "step"], "--schedule='step'", "constant, cosine"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_option(tmp_path, capsys, argv, option, allowed):
+    assert main(["lca", "train", "--out", str(tmp_path / "x"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ")
+    assert option in err and allowed in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unparsable_number_is_a_usage_error(tmp_path, capsys):
+    assert main(["lca", "train", "--out", str(tmp_path), "--m", "eight"]) == 2
+    assert "--m" in capsys.readouterr().err
