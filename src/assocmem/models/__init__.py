@@ -1,1 +1,1 @@
-"""assocmem.models."""
+"""assocmem.models: loading causal LMs (llm.py)."""

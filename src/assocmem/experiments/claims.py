@@ -1,0 +1,90 @@
+"""The paper's claims that `reproduce` checks, and small statistics shared by the criteria.
+
+Each claim is judged by the experiments that list it, from our own numbers, with a criterion fixed in
+the experiment's code (and printed in the report) — never adjusted to the outcome.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from assocmem.experiments.registry import ClaimResult  # noqa: F401  (re-exported for the experiment modules)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str  # the paper's claim, in our words
+    source: str  # where the paper makes it
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("hijack-examples", "Prepending a sentence that keeps the fact true can flip an LLM's answer to the false target",
+          "Fig. 1, §3"),
+    Claim("hijack-raises-es", "Hijacking raises the efficacy score (share with P(false) > P(true)) as more sentences are prepended",
+          "Fig. 2(a), 2(b), §3"),
+    Claim("associated-hijacks", "Words merely associated with the false target hijack too: not just copying a token",
+          "§3, App. B (P1412)"),
+    Claim("reverse-lowers-es", "Reverse hijacking (sentences stating the true target) lowers the efficacy score",
+          "§5.5, App. B"),
+    Claim("value-matters", "The value matrix matters: fixing W_V = I lowers accuracy, notably at small context length",
+          "Fig. 3(a), Fig. C.1, §6.1, Lemma 2"),
+    Claim("construction-replaces", "Replacing the trained W_V by the Theorem 1 construction keeps accuracy (unlike a random construction)",
+          "Fig. C.2, §6.1"),
+    Claim("construction-closest", "The trained W_V's rank-m approximation is closest (smallest principal angle) to the construction's",
+          "Fig. C.3, §6.1"),
+    Claim("embedding-under", "Embedding training is needed when d < V", "Fig. C.4, §6.2"),
+    Claim("embedding-over", "Embedding training is not needed when d > V (Gaussian init suffices)", "Fig. C.4, §6.2"),
+    Claim("eq52", "Trained embeddings follow Eq. 5.2: inner product decreasing linearly in Hamming distance, with b0 > b",
+          "Fig. 3(b), Fig. C.5, §5.3"),
+    Claim("thm3-linear", "With W_V = I the inner product is linear in Hamming distance (Theorem 3)", "Fig. C.6, Thm 3"),
+    Claim("eigengap", "W_E has an eigen-gap between top and bottom singular values (approximately low rank)",
+          "Fig. C.9–C.12, Lemma 5"),
+    Claim("attention-cluster", "Attention selects tokens of the last token's cluster", "Fig. 3(c), Fig. C.7, C.8, §5.4, §6.3"),
+    Claim("mixing-hijacks", "Mixing in tokens of another concept makes the transformer answer that concept",
+          "§5.5, App. C.5"),
+    Claim("length-helps", "Longer contexts give higher recall accuracy", "§5.5, App. C.6, Thm 1/4"),
+)
+
+CLAIMS_BY_ID: dict[str, Claim] = {c.id: c for c in CLAIMS}
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    vals = [float(v) for v in values]
+    n = len(vals)
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = sum(vals) / n
+    if n == 1:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in vals) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean, se = mean_se(values)
+    return mean, se * math.sqrt(max(len(values), 1))
+
+
+def exceeds(values: Sequence[float], threshold: float = 0.0, n_se: float = 2.0) -> tuple[bool, str]:
+    """Is mean(values) > threshold + n_se standard errors? Returns the verdict and the numbers."""
+    mean, se = mean_se(values)
+    ok = mean > threshold + n_se * se
+    return ok, f"mean {mean:+.3f} ± {se:.3f} SE (n = {len(values)})"
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    if len(x) < 2:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "nan" if value != value else f"{value:.{digits}f}"

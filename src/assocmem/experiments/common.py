@@ -1,0 +1,157 @@
+"""Shared pieces of the LCA experiments: training settings, batched training of a grid with progress,
+saving and reading trained weights, seed statistics, and the Bayes-optimal reference line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from assocmem.config import check_float_range, check_int_range
+from assocmem.experiments.claims import mean_std
+from assocmem.experiments.registry import Context
+from assocmem.lca.model import ModelConfig
+from assocmem.lca.task import LCAConfig
+from assocmem.lca.train import RunSpec, TrainConfig, TrainedModel, train_sweep
+
+WEIGHTS_FILE = "models.safetensors"
+INDEX_FILE = "models.json"
+BAYES_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.8}
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the models of one experiment are trained (AdamW as in the paper; the rest is our choice)."""
+
+    seeds: int = 3  # models per setting (seeds 0..seeds-1); error bars are over these
+    steps: int = 500  # optimizer steps, a fresh batch each step
+    batch_size: int = 128  # contexts per model per step
+    lrs: tuple[float, ...] = (0.01,)  # candidate peak learning rates; the best mean accuracy per setting is kept
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    warmup_steps: int = 50  # linear warm-up
+    schedule: str = "cosine"  # lr schedule after warm-up
+    eval_samples: int = 4096  # fresh contexts for the final accuracy (and its Bayes-optimal ceiling)
+
+    def __post_init__(self) -> None:
+        check_int_range("seeds", self.seeds, 1)
+        check_int_range("steps", self.steps, 1)
+        if not self.lrs:
+            raise ValueError("lrs must hold at least one learning rate")
+        for lr in self.lrs:
+            check_float_range("lr", lr, 0.0, None, lo_open=True)
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lrs[0],
+                           weight_decay=self.weight_decay, warmup_steps=min(self.warmup_steps, self.steps),
+                           schedule=self.schedule, eval_every=self.steps, eval_samples=self.eval_samples)
+
+
+def specs_for(task: LCAConfig, model: ModelConfig, training: Training, label: str) -> list[RunSpec]:
+    """One RunSpec per (lr, seed)."""
+    return [RunSpec(task, model, lr, seed, label) for lr in training.lrs for seed in range(training.seeds)]
+
+
+def train_grid(specs: Sequence[RunSpec], training: Training, ctx: Context, start: float = 0.0,
+               end: float = 1.0) -> list[TrainedModel]:
+    """Train every spec (shape-compatible specs as one batch, via train_sweep), reporting progress
+    between batches on the [start, end] part of the experiment's progress bar."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, s in enumerate(specs):
+        groups[(s.task.m, s.task.L, s.model)].append(i)
+    cost = {key: len(idx) * key[1] * key[2].d for key, idx in groups.items()}
+    total, done = sum(cost.values()), 0.0
+    out: list[TrainedModel | None] = [None] * len(specs)
+    for key, indices in groups.items():
+        ctx.progress(start + (end - start) * done / total, f"training {len(indices)} models (m={key[0]}, L={key[1]}, "
+                                                           f"d={key[2].d})")
+        trained = train_sweep([specs[i] for i in indices], training.config(), ctx.device, progress=False)
+        for i, model in zip(indices, trained):
+            out[i] = model
+        done += cost[key]
+    ctx.progress(end, "trained")
+    return out  # type: ignore[return-value]
+
+
+def keep_best_lr(models: Sequence[TrainedModel]) -> list[TrainedModel]:
+    """Per label, keep the models of the learning rate with the best mean final accuracy (the paper
+    picks the best of {0.01, 0.001} per dimension)."""
+    by_label: dict[str, dict[float, list[TrainedModel]]] = defaultdict(lambda: defaultdict(list))
+    for m in models:
+        by_label[m.spec.label][m.spec.lr].append(m)
+    kept: list[TrainedModel] = []
+    for per_lr in by_label.values():
+        best = max(per_lr.values(), key=lambda ms: sum(x.final_accuracy for x in ms) / len(ms))
+        kept.extend(best)
+    return kept
+
+
+def save_models(models: Sequence[TrainedModel], folder: Path) -> None:
+    """Weights (safetensors) plus an index of specs and accuracies, readable by `load_models`."""
+    from safetensors.torch import save_file
+
+    tensors = {f"{i}/{name}": w[0].detach().cpu().contiguous() for i, m in enumerate(models) for name, w in m.weights.items()}
+    index = [{"task": asdict(m.spec.task), "model": asdict(m.spec.model), "lr": m.spec.lr, "seed": m.spec.seed,
+              "label": m.spec.label, "final_accuracy": m.final_accuracy,
+              "bayes_optimal_accuracy": m.bayes_optimal_accuracy} for m in models]
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
+
+
+@dataclass
+class StoredModel:
+    task: LCAConfig
+    model: ModelConfig
+    lr: float
+    seed: int
+    label: str
+    final_accuracy: float
+    bayes_optimal_accuracy: float
+    weights: dict[str, torch.Tensor]  # each with a leading model dimension of 1
+
+
+def load_models(folder: Path, device: torch.device, where: Callable[[StoredModel], bool] | None = None) -> list[StoredModel]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    out = []
+    for i, entry in enumerate(json.loads((folder / INDEX_FILE).read_text())):
+        weights = {name: tensors[f"{i}/{name}"].unsqueeze(0).to(device) for name in ("W_E", "W_Q", "W_K", "W_V")}
+        stored = StoredModel(LCAConfig(**entry["task"]), ModelConfig(**entry["model"]), entry["lr"], entry["seed"],
+                             entry["label"], entry["final_accuracy"], entry["bayes_optimal_accuracy"], weights)
+        if where is None or where(stored):
+            out.append(stored)
+    return out
+
+
+def stack(models: Iterable[Any]) -> dict[str, torch.Tensor]:
+    """Concatenate the weights of several models (each E = 1) along the model dimension."""
+    models = list(models)
+    return {name: torch.cat([m.weights[name] for m in models]) for name in ("W_E", "W_Q", "W_K", "W_V")}
+
+
+def accuracy_row(setting: str, quantity: str, accs: Sequence[float], bayes: Sequence[float]) -> dict[str, Any]:
+    """A report row: mean ± std over seeds, with the Bayes-optimal accuracy of the same samples."""
+    mean, std = mean_std(accs)
+    bayes_mean = sum(bayes) / len(bayes)
+    return {"setting": setting, "quantity": quantity, "ours": mean, "err": std, "bayes": bayes_mean, "n": len(accs)}
+
+
+def generator(seed: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def draw_bayes(ax, x, bayes, label: str = "Bayes-optimal", color: str = "black") -> None:
+    """The task's ceiling as a dashed reference: a line over x (one value per x) or a horizontal line."""
+    if isinstance(bayes, (int, float)):
+        ax.axhline(bayes, color=color, label=label, **BAYES_STYLE)
+    else:
+        ax.plot(x, bayes, color=color, label=label, **BAYES_STYLE)

@@ -1,0 +1,101 @@
+"""Attention selects the cluster (§5.4, §6.3): with the cluster neighbourhood, the last token attends to
+context tokens of its own cluster — one latent (Fig. 3c / C.7, two clusters) or two latents (C.8, four).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_std
+from assocmem.experiments.common import Training, accuracy_row, generator, keep_best_lr, specs_for, stack, train_grid
+from assocmem.experiments.registry import Context, Experiment, Result
+from assocmem.lca.analysis import attention_by_cluster, attention_by_token
+from assocmem.lca.model import ModelConfig
+from assocmem.lca.task import LCAConfig, sample_batch
+from assocmem.plotting import new_figure, save_figure
+
+CLUSTER_BITS = {"cluster1": 1, "cluster2": 2}
+
+
+@dataclass(frozen=True)
+class AttentionStudy:
+    m: int  # latents (the paper: m = 8)
+    L: int  # context length
+    d: int  # embedding dimension
+    neighborhood: str  # cluster1 (Fig. 3c / C.7) or cluster2 (C.8)
+    omega: float = 0.5
+    beta: float = 1.0
+    eval_samples: int = 8192  # fresh contexts for the attention maps
+    eval_seed: int = 4321
+    training: Training = field(default_factory=Training)
+
+    def task(self) -> LCAConfig:
+        return LCAConfig(m=self.m, L=self.L, omega=self.omega, beta=self.beta, neighborhood=self.neighborhood)
+
+
+def run_attention(s: AttentionStudy, ctx: Context) -> Result:
+    task = s.task()
+    bits = CLUSTER_BITS[s.neighborhood]
+    specs = specs_for(task, ModelConfig(d=s.d), s.training, f"d={s.d}")
+    models = sorted(keep_best_lr(train_grid(specs, s.training, ctx, end=0.9)), key=lambda m: m.spec.seed)
+    x, _ = sample_batch(task, s.eval_samples, generator(s.eval_seed, ctx.device), ctx.device)
+    same, other = [], []
+    for m in models:
+        table = attention_by_cluster(m.weights, task, x, bits)
+        same.append(float(table["same_cluster"].mean()) * s.L)  # × L: 1 is uniform attention
+        other.append(float(table["other_cluster"].mean()) * s.L)
+    heatmap = (attention_by_token(stack(models), task, x) * s.L).cpu().numpy()
+    rows = [accuracy_row(f"m={s.m}, L={s.L}, d={s.d}, {s.neighborhood}", "accuracy",
+                         [m.final_accuracy for m in models], [m.bayes_optimal_accuracy for m in models])]
+    for name, values in (("attention per same-cluster token (× L)", same),
+                         ("attention per other-cluster token (× L)", other),
+                         ("ratio same / other", [a / b for a, b in zip(same, other)])):
+        mean, std = mean_std(values)
+        rows.append({"setting": f"{s.neighborhood} ({2 ** bits} clusters)", "quantity": name, "ours": mean, "err": std})
+    ok, text = exceeds([a - b for a, b in zip(same, other)])
+    claim = ClaimResult("attention-cluster", ok,
+                        "mean attention per occurrence on same-cluster tokens minus other-cluster tokens, "
+                        "per seed (averaged over last tokens), > 2 SE over seeds",
+                        f"{s.neighborhood}: same − other {text} (× L); ratio "
+                        f"{fmt(np.mean(same) / np.mean(other), 2)}")
+    heat = np.where(np.isnan(heatmap), None, np.round(heatmap, 4)).tolist()
+    return Result(rows=rows, claims=[claim],
+                  data={"heatmap": heat, "m": s.m, "bits": bits, "same": same, "other": other, "L": s.L})
+
+
+def plot_attention(result: Result, folder: Path) -> list[Path]:
+    heat = np.array([[np.nan if v is None else v for v in row] for row in result.data["heatmap"]], dtype=float)
+    V, bits = heat.shape[0], result.data["bits"]
+    fig, axes = new_figure(4.6, 4.0)
+    ax = axes[0][0]
+    image = ax.imshow(heat, cmap="viridis", origin="upper", interpolation="nearest")
+    for b in range(1, 2**bits):
+        edge = b * V / 2**bits - 0.5
+        ax.axhline(edge, color="white", linewidth=0.8)
+        ax.axvline(edge, color="white", linewidth=0.8)
+    ax.grid(False)
+    ax.set_xlabel("context token t")
+    ax.set_ylabel("last token t_L")
+    ax.set_title(f"Mean attention × L (1 = uniform), m={result.data['m']}, {2**bits} clusters", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return [save_figure(fig, folder / "attention_heatmap.png")]
+
+
+def _study(m: int, L: int, d: int, neighborhood: str, training: Training, eval_samples: int) -> AttentionStudy:
+    return AttentionStudy(m=m, L=L, d=d, neighborhood=neighborhood, eval_samples=eval_samples, training=training)
+
+
+QUICK_TRAINING = Training(seeds=3, steps=1000, batch_size=128)
+FULL_TRAINING = Training(seeds=5, steps=4000, batch_size=256, lrs=(0.01, 0.001), warmup_steps=200, eval_samples=16384)
+
+EXPERIMENTS = [
+    Experiment("fig3c", "Attention heatmap, one-latent clusters", "Fig. 3(c), Fig. C.7, §5.4, §6.3",
+               _study(8, 64, 32, "cluster1", QUICK_TRAINING, 4096), _study(8, 64, 128, "cluster1", FULL_TRAINING, 32768),
+               run_attention, plot_attention, claims=("attention-cluster",), aliases=("c7",)),
+    Experiment("c8", "Attention heatmap, two-latent clusters", "Fig. C.8, App. C.3",
+               _study(8, 64, 32, "cluster2", QUICK_TRAINING, 4096), _study(8, 64, 128, "cluster2", FULL_TRAINING, 32768),
+               run_attention, plot_attention, claims=("attention-cluster",)),
+]

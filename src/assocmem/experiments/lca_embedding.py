@@ -1,0 +1,324 @@
+"""Embeddings (§5.3, §6.2): frozen vs trained W_E across d (C.4), the geometry of trained embeddings
+(Fig. 3b / C.5, Eq. 5.2), the same with W_V = I (C.6, Theorem 3), and W_E's spectrum (C.9–C.12).
+
+`c4` trains frozen and trained embeddings across d. `fig3b` trains under-parameterised models twice,
+with W_V trained and with W_V = I, and keeps their weights; `c6` and `spectra` read them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_se, mean_std
+from assocmem.experiments.common import (Training, accuracy_row, draw_bayes, keep_best_lr, load_models, save_models,
+                                         specs_for, train_grid)
+from assocmem.experiments.registry import Context, Experiment, Result
+from assocmem.lca.analysis import eigengap, fit_eq52, inner_product_by_hamming, singular_values
+from assocmem.lca.model import ModelConfig, OneLayerTransformer
+from assocmem.lca.task import LCAConfig
+from assocmem.plotting import new_figure, save_figure
+
+ARMS = {"trained W_E": False, "frozen W_E": True}  # arm -> freeze_embedding
+R2_MIN = 0.9  # "linear in Hamming distance": R^2 of a line through the mean inner product at D_H = 1..m
+OVER_MAX_GAIN = 0.03  # "not needed when d > V": training W_E gains less than 3 accuracy points
+GAP_FACTOR = 1.5  # "eigen-gap": trained W_E's largest consecutive singular-value ratio ≥ 1.5 × its init's
+
+
+@dataclass(frozen=True)
+class EmbeddingStudy:
+    """Grid of Fig. C.4: every d trained with W_E trained and with W_E frozen at its Gaussian init."""
+
+    m: int  # latents; V = 2^m (the paper: m = 8)
+    L: int  # context length
+    ds: tuple[int, ...]  # embedding dimensions, below and above V
+    omega: float = 0.5
+    beta: float = 1.0
+    neighborhood: str = "all"
+    training: Training = field(default_factory=Training)
+
+    def task(self) -> LCAConfig:
+        return LCAConfig(m=self.m, L=self.L, omega=self.omega, beta=self.beta, neighborhood=self.neighborhood)
+
+
+@dataclass(frozen=True)
+class GeometryStudy:
+    """Fig. 3(b) / C.5 and C.6: under-parameterised models (d < V) trained with W_V trained and W_V = I."""
+
+    m: int  # latents (the paper: m = 8)
+    L: int
+    ds: tuple[int, ...]  # embedding dimensions, all below V
+    omega: float = 0.5
+    beta: float = 1.0
+    neighborhood: str = "all"
+    training: Training = field(default_factory=Training)
+
+    def task(self) -> LCAConfig:
+        return LCAConfig(m=self.m, L=self.L, omega=self.omega, beta=self.beta, neighborhood=self.neighborhood)
+
+
+@dataclass(frozen=True)
+class GeometryProbe:
+    """An analysis of fig3b's stored weights: nothing to set (no sampling, no training)."""
+
+
+# ---------------------------------------------------------------- c4
+
+
+def run_c4(s: EmbeddingStudy, ctx: Context) -> Result:
+    task = s.task()
+    specs = []
+    for d in s.ds:
+        for arm, frozen in ARMS.items():
+            specs += specs_for(task, ModelConfig(d=d, freeze_embedding=frozen), s.training, f"d={d}, {arm}")
+    models = keep_best_lr(train_grid(specs, s.training, ctx))
+    save_models(models, ctx.work_dir)
+    by_label = defaultdict(list)
+    for m in sorted(models, key=lambda m: m.spec.seed):
+        by_label[m.spec.label].append(m)
+    rows, points = [], []
+    for d in s.ds:
+        for arm in ARMS:
+            ms = by_label[f"d={d}, {arm}"]
+            accs, bayes = [m.final_accuracy for m in ms], [m.bayes_optimal_accuracy for m in ms]
+            regime = "d < V" if d < task.V else "d > V"
+            rows.append(accuracy_row(f"d={d} ({regime}, lr {ms[0].spec.lr:g})", f"accuracy, {arm}", accs, bayes))
+            points.append({"d": d, "arm": arm, "accs": accs, "bayes": bayes})
+    diffs = {d: [a - b for a, b in zip(*(next(p["accs"] for p in points if p["d"] == d and p["arm"] == arm)
+                                          for arm in ARMS))] for d in s.ds}
+    under = [d for d in s.ds if d < task.V]
+    over = [d for d in s.ds if d > task.V]
+    claims = []
+    if under:
+        tests = {d: exceeds(diffs[d]) for d in under}
+        claims.append(ClaimResult("embedding-under", all(ok for ok, _ in tests.values()),
+                                  "at every d < V, paired (trained − frozen W_E) accuracy over seeds has mean > 2 SE",
+                                  "; ".join(f"d={d}: {text}" for d, (_, text) in tests.items())))
+    if over:
+        gains = {d: mean_se(diffs[d]) for d in over}
+        claims.append(ClaimResult("embedding-over", all(g < OVER_MAX_GAIN for g, _ in gains.values()),
+                                  f"at every d > V, mean (trained − frozen W_E) accuracy < {OVER_MAX_GAIN}",
+                                  "; ".join(f"d={d}: {g:+.3f} ± {se:.3f} SE" for d, (g, se) in gains.items())))
+    return Result(rows=rows, claims=claims, data={"points": points, "V": task.V, "m": s.m, "L": s.L})
+
+
+def plot_c4(result: Result, folder: Path) -> list[Path]:
+    points, V = result.data["points"], result.data["V"]
+    ds = sorted({p["d"] for p in points})
+    fig, axes = new_figure(5.2, 3.6)
+    ax = axes[0][0]
+    for arm in ARMS:
+        pts = [next(p for p in points if p["d"] == d and p["arm"] == arm) for d in ds]
+        ax.errorbar(ds, [np.mean(p["accs"]) for p in pts],
+                    yerr=[np.std(p["accs"], ddof=1) if len(p["accs"]) > 1 else 0 for p in pts],
+                    marker="o", capsize=3, label=arm)
+    bayes = [np.mean(next(p for p in points if p["d"] == d)["bayes"]) for d in ds]
+    draw_bayes(ax, ds, bayes)
+    ax.axvline(V, color="grey", linestyle=":", label=f"d = V = {V}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("embedding dimension d")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"Frozen vs trained embeddings (m={result.data['m']}, L={result.data['L']}; mean ± std)",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return [save_figure(fig, folder / "embedding_training.png")]
+
+
+# ---------------------------------------------------------------- fig3b / c5 and c6: geometry
+
+
+def _line_r2(means: list[float]) -> float:
+    """R^2 of a least-squares line through the mean inner product at D_H = 1..m."""
+    h = np.arange(1, len(means) + 1, dtype=float)
+    y = np.asarray(means, dtype=float)
+    if len(y) < 3 or np.var(y) == 0:
+        return float("nan")
+    slope, intercept = np.polyfit(h, y, 1)
+    return 1.0 - float(np.sum((y - (slope * h + intercept)) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def _geometry(models, m: int) -> dict:
+    """Per model: mean inner product by Hamming distance, the Eq. 5.2 fit, the R^2 of the mean curve."""
+    per_model = []
+    for sm in models:
+        table = inner_product_by_hamming(sm.weights["W_E"], m)
+        fit = fit_eq52(sm.weights["W_E"], m)
+        means = table["mean"].tolist()
+        per_model.append({"seed": sm.seed, "means": means, "b0": fit["b0"], "b": fit["b"], "a": fit["a"],
+                          "r2_pairs": fit["r2"], "r2_means": _line_r2(means[1:])})
+    return {"models": per_model}
+
+
+def _geometry_rows(setting: str, geo: dict) -> list[dict]:
+    rows = []
+    for key, name in (("a", "slope a of Eq. 5.2"), ("b0", "b0 (squared norm)"), ("b", "intercept b"),
+                      ("r2_means", "R² of a line through the means (D_H ≥ 1)"), ("r2_pairs", "R² over all pairs")):
+        mean, std = mean_std([g[key] for g in geo["models"]])
+        rows.append({"setting": setting, "quantity": name, "ours": mean, "err": std})
+    excess = [(g["b0"] - g["b"]) / g["a"] if g["a"] else float("nan") for g in geo["models"]]
+    mean, std = mean_std(excess)
+    rows.append({"setting": setting, "quantity": "diagonal excess (b0 − b)/a, in Hamming steps", "ours": mean,
+                 "err": std})
+    return rows
+
+
+def _geometry_result(groups: dict[str, list], m: int, claim_id: str, need_b0: bool) -> Result:
+    rows, panels, verdicts, numbers = [], [], [], []
+    for setting, models in groups.items():
+        geo = _geometry(models, m)
+        rows += _geometry_rows(setting, geo)
+        panels.append({"setting": setting, **geo})
+        ok_a, text_a = exceeds([g["a"] for g in geo["models"]])
+        r2, _ = mean_se([g["r2_means"] for g in geo["models"]])
+        ok = ok_a and r2 >= R2_MIN
+        text = f"{setting}: a {text_a}; R² {fmt(r2)}"
+        if need_b0:
+            ok_b0, text_b0 = exceeds([g["b0"] - g["b"] for g in geo["models"]])
+            ok = ok and ok_b0
+            text += f"; b0 − b {text_b0}"
+        verdicts.append(ok)
+        numbers.append(text)
+    criterion = (f"per setting: a > 0 by > 2 SE over seeds, mean R² of a line through the mean inner products at "
+                 f"D_H = 1..m ≥ {R2_MIN}" + ("; b0 − b > 2 SE" if need_b0 else ""))
+    claim = ClaimResult(claim_id, bool(verdicts) and all(verdicts), criterion, "; ".join(numbers) or "no model with d < V")
+    return Result(rows=rows, claims=[claim], data={"panels": panels, "m": m})
+
+
+def run_fig3b(s: GeometryStudy, ctx: Context) -> Result:
+    task = s.task()
+    specs = []
+    for d in s.ds:
+        for arm, frozen in (("trained W_V", False), ("W_V = I", True)):
+            specs += specs_for(task, ModelConfig(d=d, freeze_value=frozen), s.training, f"d={d}, {arm}")
+    models = keep_best_lr(train_grid(specs, s.training, ctx))
+    save_models(models, ctx.work_dir)
+    stored = load_models(ctx.work_dir, ctx.device, where=lambda sm: not sm.model.freeze_value)
+    result = _geometry_result(_by_setting(stored, "trained W_V"), s.m, "eq52", need_b0=True)
+    for d in s.ds:
+        ms = [m for m in models if m.spec.model.d == d and not m.spec.model.freeze_value]
+        result.rows.insert(0, accuracy_row(f"m={s.m}, L={s.L}, d={d}", "accuracy, trained W_V",
+                                           [m.final_accuracy for m in ms], [m.bayes_optimal_accuracy for m in ms]))
+    return result
+
+
+def _by_setting(models, arm: str) -> dict[str, list]:
+    groups = defaultdict(list)
+    for sm in sorted(models, key=lambda sm: (sm.model.d, sm.seed)):
+        groups[f"m={sm.task.m}, L={sm.task.L}, d={sm.model.d}, {arm}"].append(sm)
+    return dict(groups)
+
+
+def run_c6(p: GeometryProbe, ctx: Context) -> Result:
+    models = load_models(ctx.inputs["fig3b"], ctx.device, where=lambda sm: sm.model.freeze_value)
+    return _geometry_result(_by_setting(models, "W_V = I"), models[0].task.m, "thm3-linear", need_b0=False)
+
+
+def plot_geometry(result: Result, folder: Path, name: str, title: str) -> list[Path]:
+    panels, m = result.data["panels"], result.data["m"]
+    fig, axes = new_figure(3.6, 3.2, ncols=max(1, len(panels)))
+    for ax, panel in zip(axes[0], panels):
+        curves = np.array([g["means"] for g in panel["models"]])
+        mean = curves.mean(0)
+        std = curves.std(0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+        h = np.arange(m + 1)
+        ax.errorbar(h, mean, yerr=std, marker="o", capsize=3, label="mean ± std over seeds")
+        a = np.mean([g["a"] for g in panel["models"]])
+        b = np.mean([g["b"] for g in panel["models"]])
+        ax.plot(h[1:], b - a * h[1:], "k--", linewidth=1, label="fit −a·D_H + b")
+        ax.set_xlabel("Hamming distance D_H(t, t')")
+        ax.set_ylabel("mean ⟨W_E(t), W_E(t')⟩")
+        ax.set_title(panel["setting"], fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return [save_figure(fig, folder / name)]
+
+
+def plot_fig3b(result: Result, folder: Path) -> list[Path]:
+    return plot_geometry(result, folder, "embedding_geometry.png", "Trained embeddings vs Eq. 5.2 (d < V, W_V trained)")
+
+
+def plot_c6(result: Result, folder: Path) -> list[Path]:
+    return plot_geometry(result, folder, "embedding_geometry_identity_value.png",
+                         "Embeddings trained with W_V = I (Theorem 3: linear)")
+
+
+# ---------------------------------------------------------------- spectra (c9–c12)
+
+
+def run_spectra(p: GeometryProbe, ctx: Context) -> Result:
+    models = load_models(ctx.inputs["fig3b"], ctx.device, where=lambda sm: not sm.model.freeze_value)
+    m = models[0].task.m
+    panels, rows, verdicts, numbers = [], [], [], []
+    for d in sorted({sm.model.d for sm in models}):
+        group = sorted((sm for sm in models if sm.model.d == d), key=lambda sm: sm.seed)
+        init = OneLayerTransformer.from_seeds(group[0].task.V, group[0].model, [sm.seed for sm in group], ctx.device)
+        panel = {"d": d}
+        for arm, W_E in (("trained W_E", torch.cat([sm.weights["W_E"] for sm in group])),
+                         ("Gaussian init", init.weights()["W_E"])):
+            svals = singular_values(W_E)  # (E, d)
+            index, ratio = eigengap(svals)
+            panel[arm] = {"svals": (svals / svals[:, :1]).tolist(), "index": index.tolist(), "ratio": ratio.tolist()}
+            for key, name in (("ratio", "largest ratio s_k/s_(k+1)"), ("index", "singular values above the gap")):
+                mean, std = mean_std(panel[arm][key])
+                rows.append({"setting": f"m={m}, d={d}, {arm}", "quantity": name, "ours": mean, "err": std})
+        panels.append(panel)
+        trained, init_ratio = panel["trained W_E"]["ratio"], panel["Gaussian init"]["ratio"]
+        ok, text = exceeds([t - i for t, i in zip(trained, init_ratio)])
+        factor = np.mean(trained) / np.mean(init_ratio)
+        verdicts.append(ok and factor >= GAP_FACTOR)
+        numbers.append(f"d={d}: trained gap {fmt(np.mean(trained), 2)} vs init {fmt(np.mean(init_ratio), 2)} "
+                       f"(×{factor:.2f}; difference {text}); gap after {np.mean(panel['trained W_E']['index']):.1f} "
+                       f"values (m + 2 = {m + 2})")
+    claim = ClaimResult("eigengap", bool(verdicts) and all(verdicts),
+                        f"at every d < V: the largest ratio of consecutive singular values of trained W_E is ≥ "
+                        f"{GAP_FACTOR}× that of the same seeds' Gaussian init and larger by > 2 SE (paired)",
+                        "; ".join(numbers) or "no model with d < V")
+    return Result(rows=rows, claims=[claim], data={"panels": panels, "m": m})
+
+
+def plot_spectra(result: Result, folder: Path) -> list[Path]:
+    panels, m = result.data["panels"], result.data["m"]
+    fig, axes = new_figure(3.6, 3.2, ncols=max(1, len(panels)))
+    for ax, panel in zip(axes[0], panels):
+        for arm, style in (("trained W_E", "-o"), ("Gaussian init", ":s")):
+            sv = np.array(panel[arm]["svals"])
+            k = np.arange(1, sv.shape[1] + 1)
+            label = arm
+            std = sv.std(0, ddof=1) if len(sv) > 1 else None
+            ax.errorbar(k, sv.mean(0), yerr=std, fmt=style, markersize=3, capsize=2, label=label)
+        ax.axvline(m + 2 + 0.5, color="grey", linestyle="--", linewidth=1, label="m + 2 (Lemma 5)")
+        ax.set_yscale("log")
+        ax.set_xlabel("index k")
+        ax.set_ylabel("singular value s_k / s_1")
+        ax.set_title(f"W_E spectrum, m={m}, d={panel['d']}", fontsize=9)
+        ax.legend(fontsize=7)
+    return [save_figure(fig, folder / "embedding_spectra.png")]
+
+
+# ---------------------------------------------------------------- entries
+
+QUICK = EmbeddingStudy(m=5, L=32, ds=(8, 16, 256), training=Training(seeds=3, steps=3000, batch_size=64))
+FULL = EmbeddingStudy(m=8, L=64, ds=(16, 32, 64, 128, 2048),
+                      training=Training(seeds=5, steps=8000, batch_size=256, lrs=(0.01, 0.001), warmup_steps=200,
+                                        eval_samples=16384))
+GEOMETRY_QUICK = GeometryStudy(m=8, L=64, ds=(32, 64), training=Training(seeds=3, steps=3000, batch_size=128))
+GEOMETRY_FULL = GeometryStudy(m=8, L=64, ds=(16, 32, 64, 128),
+                              training=Training(seeds=5, steps=6000, batch_size=256, lrs=(0.01, 0.001),
+                                                warmup_steps=200, eval_samples=16384))
+
+EXPERIMENTS = [
+    Experiment("c4", "Frozen vs trained embeddings across d", "Fig. C.4, §6.2", QUICK, FULL, run_c4, plot_c4,
+               claims=("embedding-under", "embedding-over")),
+    Experiment("fig3b", "Embedding inner product vs Hamming distance (Eq. 5.2)", "Fig. 3(b), Fig. C.5, §5.3, §6.2",
+               GEOMETRY_QUICK, GEOMETRY_FULL, run_fig3b, plot_fig3b, claims=("eq52",), aliases=("c5",)),
+    Experiment("c6", "Embedding geometry with W_V = I (Theorem 3)", "Fig. C.6, Theorem 3", GeometryProbe(),
+               GeometryProbe(), run_c6, plot_c6, claims=("thm3-linear",), requires=("fig3b",)),
+    Experiment("spectra", "Singular value spectra of W_E (eigen-gap)", "Fig. C.9–C.12, Lemma 5", GeometryProbe(),
+               GeometryProbe(), run_spectra, plot_spectra, claims=("eigengap",),
+               aliases=("c9", "c10", "c11", "c12"), requires=("fig3b",)),
+]

@@ -1,0 +1,245 @@
+"""Run selected experiments with caching and resume.
+
+Layout of an output folder:
+
+    DIR/<id>/result.json      settings, their hash, wall time, device, table rows, claim verdicts, data
+    DIR/<id>/*.png, *.csv     figures and tables (plus whatever the experiment writes, e.g. weights)
+    DIR/.partial/<id>-<hash>/ an experiment in progress; kept if interrupted, so that experiments that
+                              resume inside (the hijacking runs) pick up where they stopped
+    DIR/report.md             written after every run, from every finished folder
+
+An experiment is cached when DIR/<id>/result.json carries the hash of its resolved settings (plus the
+LLM and CounterFact file for the hijacking ones, plus the hashes of the experiments it reads): a re-run
+skips it, a changed setting re-runs only that experiment and those that read its output. A finished
+folder replaces the old one by two renames, so a reader never sees half an experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from assocmem.config import to_dict
+from assocmem.errors import ConfigError
+from assocmem.experiments.registry import Context, Experiment, Registry, Result
+from assocmem.io import read_json, write_json
+
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class Outcome:
+    id: str
+    status: str  # "ran" | "cached" | "failed"
+    folder: Path
+    wall_s: float  # the experiment's own compute time (from its result.json when cached)
+    error: str = ""
+
+
+def settings_hash(exp: Experiment, profile: str, llm: str, counterfact: Path | None,
+                  required: dict[str, str]) -> str:
+    """A short hash of everything an experiment's numbers depend on (not the device)."""
+    key: dict[str, Any] = {"id": exp.id, "version": exp.version, "settings": to_dict(exp.settings(profile)),
+                           "requires": dict(sorted(required.items()))}
+    if exp.uses_llm:
+        key["llm"] = llm
+        key["counterfact"] = _file_identity(counterfact)
+    blob = json.dumps(key, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _file_identity(path: Path | None) -> str:
+    if path is None:
+        return "loader-default"
+    path = Path(path)
+    size = path.stat().st_size if path.exists() else -1
+    return f"{path.name}:{size}"
+
+
+def cached_hash(folder: Path) -> str | None:
+    """The settings hash stored in a finished folder, or None."""
+    try:
+        return read_json(folder / RESULT_FILE)["hash"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def run_experiments(
+    experiments: Iterable[Experiment],
+    profile: str,
+    out_dir: str | Path,
+    device: torch.device,
+    llm: str = "gemma3-270m",
+    counterfact: Path | None = None,
+    display: Any | None = None,
+) -> list[Outcome]:
+    """Run (or reuse) each experiment in order; returns one outcome per experiment.
+
+    `experiments` must list requirements before the experiments that read them (Registry.select
+    does). `display` is an optional object with `start(exp, index, total)`, `update(fraction, text)`
+    and `finish(outcome)` (the CLI passes a rich progress display).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    experiments = list(experiments)
+    hashes: dict[str, str] = {}
+    outcomes: dict[str, Outcome] = {}
+    shared: dict[str, Any] = {}
+    for index, exp in enumerate(experiments):
+        missing = [r for r in exp.requires if r not in outcomes]
+        if missing:
+            raise ValueError(f"experiment {exp.id} requires {missing}, which must be selected before it")
+        required = {r: hashes[r] for r in exp.requires}
+        digest = settings_hash(exp, profile, llm, counterfact, required)
+        hashes[exp.id] = digest
+        folder = out_dir / exp.id
+        if display is not None:
+            display.start(exp, index, len(experiments))
+        failed_inputs = [r for r in exp.requires if outcomes[r].status == "failed"]
+        if failed_inputs:
+            outcome = Outcome(exp.id, "failed", folder, 0.0, f"requires {', '.join(failed_inputs)}, which failed")
+        elif cached_hash(folder) == digest:
+            outcome = Outcome(exp.id, "cached", folder, float(read_json(folder / RESULT_FILE)["wall_s"]))
+        else:
+            ctx = Context(device=device, work_dir=out_dir / ".partial" / f"{exp.id}-{digest}", llm=llm,
+                          counterfact=counterfact, inputs={r: out_dir / r for r in exp.requires}, shared=shared,
+                          progress=display.update if display is not None else Context.progress)
+            outcome = _run_one(exp, profile, digest, ctx, folder)
+        outcomes[exp.id] = outcome
+        if display is not None:
+            display.finish(outcome)
+    return [outcomes[exp.id] for exp in experiments]
+
+
+def _run_one(exp: Experiment, profile: str, digest: str, ctx: Context, folder: Path) -> Outcome:
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    settings = exp.settings(profile)
+    started = time.perf_counter()
+    try:
+        result = exp.run(settings, ctx)
+        figures = exp.plot(result, ctx.work_dir)
+    except (ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # keep going with the other experiments; the report shows the failure
+        (ctx.work_dir / "error.txt").write_text(traceback.format_exc())
+        line = f"{type(err).__name__}: {err}".splitlines()[0]
+        return Outcome(exp.id, "failed", ctx.work_dir, time.perf_counter() - started, line)
+    wall_s = time.perf_counter() - started
+    _write_tables(result, ctx.work_dir)
+    write_json(ctx.work_dir / RESULT_FILE, {
+        "id": exp.id, "title": exp.title, "paper": exp.paper, "profile": profile, "hash": digest,
+        "settings": to_dict(settings), "wall_s": wall_s, "device": _device_name(ctx.device),
+        "llm": ctx.llm if exp.uses_llm else None,
+        "counterfact": str(ctx.counterfact) if exp.uses_llm and ctx.counterfact else None,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "figures": [Path(f).name for f in figures],
+        "rows": result.rows, "claims": [asdict(c) for c in result.claims], "notes": result.notes,
+        "tables": sorted(result.tables), "data": result.data,
+    })
+    _swap_into_place(ctx.work_dir, folder)
+    for stale in ctx.work_dir.parent.glob(f"{exp.id}-*"):  # partial runs of older settings
+        shutil.rmtree(stale, ignore_errors=True)
+    return Outcome(exp.id, "ran", folder, wall_s)
+
+
+def _write_tables(result: Result, folder: Path) -> None:
+    import pandas as pd
+
+    for name, rows in result.tables.items():
+        tmp = folder / f".{name}.csv.tmp"
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+        tmp.replace(folder / f"{name}.csv")
+
+
+def _swap_into_place(partial: Path, folder: Path) -> None:
+    """Replace `folder` by `partial` with two renames (the old folder is removed afterwards)."""
+    old = None
+    if folder.exists():
+        old = partial.parent / f"{folder.name}.old-{uuid.uuid4().hex[:8]}"
+        folder.replace(old)
+    partial.replace(folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def load_result(folder: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(Path(folder) / RESULT_FILE)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class ReproduceSummary:
+    outcomes: list[Outcome]
+    report: Path
+    wall_s: float
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def reproduce(
+    profile: str = "quick",
+    only: Iterable[str] | None = None,
+    device: str | torch.device = "auto",
+    out_dir: str | Path = "results/quick",
+    llm: str = "gemma3-270m",
+    counterfact: str | Path | None = None,
+    display: Any | None = None,
+    registry: Registry | None = None,
+    command: str | None = None,
+) -> ReproduceSummary:
+    """`assocmem reproduce`: run the selected experiments (cached ones are reused), write report.md."""
+    from assocmem.experiments.registry import PROFILES, default_registry
+    from assocmem.report import write_report
+    from assocmem.runtime import resolve_device
+
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile={profile!r} is invalid: allowed one of {', '.join(PROFILES)}")
+    registry = registry or default_registry()
+    selected = registry.select(only)
+    dev = resolve_device(device)
+    if any(exp.uses_llm for exp in selected):
+        counterfact = find_counterfact(counterfact)
+    started = time.perf_counter()
+    outcomes = run_experiments(selected, profile, out_dir, dev, llm, counterfact, display)
+    wall_s = time.perf_counter() - started
+    report = write_report(out_dir, registry, profile, outcomes, command, wall_s)
+    return ReproduceSummary(outcomes, report, wall_s)
+
+
+def find_counterfact(path: str | Path | None) -> Path | None:
+    """--counterfact if given (must exist); else ../shared/data/counterfact_reconstructed.json next to the
+    repository or the working directory, if present; else None (the loader's default download)."""
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"--counterfact={str(path)!r} is invalid: allowed an existing CounterFact JSON file")
+        return path.resolve()
+    repo_root = Path(__file__).resolve().parents[3]
+    for base in (repo_root, Path.cwd()):
+        candidate = base.parent / "shared" / "data" / "counterfact_reconstructed.json"
+        if candidate.is_file():
+            return candidate.resolve()
+    return None

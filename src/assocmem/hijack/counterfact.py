@@ -1,0 +1,206 @@
+"""CounterFact (Meng et al., 2022) in its official JSON layout, and stratified samples of it.
+
+The official file is a JSON list of records; only these fields are read (everything else, e.g.
+`paraphrase_prompts`, `neighborhood_prompts`, target `id`s, is optional and ignored):
+
+    {"case_id": 0,
+     "requested_rewrite": {"prompt": "The mother tongue of {} is", "relation_id": "P103",
+                           "subject": "Danielle Darrieux",
+                           "target_true": {"str": "French"}, "target_new": {"str": "English"}}}
+
+`target_new` is the paper's target_false. Targets carry no leading space; the scorer adds it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import random
+import tempfile
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from assocmem.errors import ConfigError
+
+OFFICIAL_URL = "https://rome.baulab.info/data/dsets/counterfact.json"
+OFFICIAL_SHA256 = "d017056125178a13728594e66a801357a8db9ed7973a7425554bb4271de9fc6f"
+OFFICIAL_SIZE = 45_108_470
+
+
+class BadRecord(ConfigError):
+    """One record cannot be used (malformed field, no template, empty target tokens...).
+
+    Raised as a one-line error, or with `--skip-bad` caught and counted as (case_id, reason).
+    """
+
+    def __init__(self, case_id: object, reason: str):
+        super().__init__(f"CounterFact record case_id={case_id}: {reason} (use --skip-bad to skip such records)")
+        self.case_id = case_id
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Record:
+    """One CounterFact fact (ROME's field names; target_false is the official `target_new`)."""
+
+    case_id: int
+    relation_id: str       # Wikidata property, e.g. "P190" (twin city)
+    prompt: str            # with one "{}" slot for the subject: "{} is a twin city of"
+    subject: str           # "Kharkiv"
+    target_true: str       # "Cincinnati" (no leading space)
+    target_false: str      # "Baghdad"
+
+    @property
+    def filled_prompt(self) -> str:
+        """The prompt with the subject in its slot: "Kharkiv is a twin city of"."""
+        return self.prompt.replace("{}", self.subject, 1)
+
+
+@dataclass
+class LoadResult:
+    records: list[Record]
+    skipped: list[tuple[object, str]]   # (case_id, reason) of records left out with skip_bad
+
+
+def load_counterfact(path: str | Path | None = None, skip_bad: bool = False) -> LoadResult:
+    """Read CounterFact from `path` (None: the official file, downloaded once into the user cache).
+
+    A malformed record raises a one-line ConfigError naming its case_id and field, unless
+    `skip_bad`, where it is left out and reported in `skipped`.
+    """
+    path = download_counterfact() if path is None else Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--counterfact={str(path)!r} is invalid: no such file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--counterfact={str(path)!r} is not valid JSON ({err})") from None
+    if not isinstance(raw, list):
+        raise ConfigError(f"--counterfact={str(path)!r}: expected a JSON list of records, got {type(raw).__name__}")
+    records, skipped, seen = [], [], set()
+    for i, item in enumerate(raw):
+        try:
+            rec = parse_record(item, index=i)
+            if rec.case_id in seen:
+                raise BadRecord(rec.case_id, "duplicate case_id")
+            seen.add(rec.case_id)
+            records.append(rec)
+        except BadRecord as bad:
+            if not skip_bad:
+                raise
+            skipped.append((bad.case_id, bad.reason))
+    return LoadResult(records=records, skipped=skipped)
+
+
+def parse_record(item: object, index: int = 0) -> Record:
+    """One official-layout record → Record, or BadRecord naming the field."""
+    if not isinstance(item, dict):
+        raise BadRecord(f"?(item {index})", f"expected an object, got {type(item).__name__}")
+    case_id = item.get("case_id")
+    if not isinstance(case_id, int) or isinstance(case_id, bool):
+        raise BadRecord(f"?(item {index})", f"field case_id missing or not an integer ({case_id!r})")
+    rw = item.get("requested_rewrite")
+    if not isinstance(rw, dict):
+        raise BadRecord(case_id, "field requested_rewrite missing or not an object")
+
+    def text(obj: dict, key: str, where: str) -> str:
+        value = obj.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise BadRecord(case_id, f"field {where} missing or empty")
+        return value
+
+    prompt = text(rw, "prompt", "requested_rewrite.prompt")
+    if prompt.count("{}") != 1:
+        raise BadRecord(case_id, f"field requested_rewrite.prompt needs exactly one '{{}}' subject slot: {prompt!r}")
+    targets = {}
+    for key in ("target_true", "target_new"):
+        t = rw.get(key)
+        if not isinstance(t, dict):
+            raise BadRecord(case_id, f"field requested_rewrite.{key} missing or not an object")
+        targets[key] = text(t, "str", f"requested_rewrite.{key}.str").strip()
+    return Record(
+        case_id=case_id,
+        relation_id=text(rw, "relation_id", "requested_rewrite.relation_id").strip(),
+        prompt=prompt,
+        subject=text(rw, "subject", "requested_rewrite.subject").strip(),
+        target_true=targets["target_true"],
+        target_false=targets["target_new"],
+    )
+
+
+def download_counterfact(url: str = OFFICIAL_URL, sha256: str = OFFICIAL_SHA256, dest: Path | None = None) -> Path:
+    """The official file in the user cache, downloaded once and checked against its sha256."""
+    from assocmem.models.llm import cache_root
+
+    dest = dest or cache_root() / "counterfact.json"
+    if dest.is_file() and _sha256(dest) == sha256:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".counterfact.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+        got = _sha256(Path(tmp))
+        if got != sha256:
+            raise ConfigError(f"downloaded CounterFact from {url} has sha256 {got}, expected {sha256}; "
+                              "pass --counterfact PATH to a checked local copy")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"could not download CounterFact from {url} ({reason}); offline? "
+                          "pass --counterfact PATH to a local copy of counterfact.json") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def select_records(
+    records: Sequence[Record],
+    relations: Iterable[str] | None = None,
+    limit: int | None = None,
+    per_relation: int | None = None,
+    seed: int = 0,
+) -> list[Record]:
+    """A deterministic selection, in case_id order.
+
+    relations: keep only these relation ids (an id absent from the data → ConfigError, did you mean).
+    per_relation: a random sample of at most this many records of each relation (stratified; the
+    sample of one relation depends only on `seed` and that relation's records).
+    limit: then keep the first `limit` records in case_id order.
+    """
+    by_relation: dict[str, list[Record]] = defaultdict(list)
+    for rec in records:
+        by_relation[rec.relation_id].append(rec)
+    if relations:
+        wanted = list(dict.fromkeys(relations))
+        for rel in wanted:
+            if rel not in by_relation:
+                close = difflib.get_close_matches(rel, sorted(by_relation), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"--relations: relation {rel!r} has no records in this CounterFact file{hint}")
+        by_relation = {rel: by_relation[rel] for rel in wanted}
+    chosen: list[Record] = []
+    for rel in sorted(by_relation):
+        group = sorted(by_relation[rel], key=lambda r: r.case_id)
+        if per_relation is not None and len(group) > per_relation:
+            rng = random.Random(f"{seed}:{rel}")  # string seeds hash stably across runs
+            group = rng.sample(group, per_relation)
+        chosen.extend(group)
+    chosen.sort(key=lambda r: r.case_id)
+    return chosen[:limit] if limit is not None else chosen

@@ -1,0 +1,33 @@
+"""Fig. 2-style curves: share vs number of prepended sentences, one line per scheme, 95% CI bands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+
+from assocmem.plotting import new_figure, save_figure
+
+PANELS = (
+    ("hijacked", "hijacked share = ES\nP(target_false) > P(target_true)"),
+    ("true_preferred", "true-preferred share\nP(target_true) > P(target_false)"),
+)
+
+
+def plot_rates(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """`table` = metrics.rates(rows, by=("scheme", "n")); writes a two-panel PNG."""
+    fig, axes = new_figure(4.6, 3.4, ncols=2)
+    for ax, (share, label) in zip(axes[0], PANELS):
+        for scheme, grp in table.groupby("scheme", sort=True):
+            grp = grp.sort_values("n")
+            line, = ax.plot(grp["n"], grp[f"{share}_share"], marker="o", ms=3, label=str(scheme))
+            ax.fill_between(grp["n"], grp[f"{share}_lo"], grp[f"{share}_hi"], color=line.get_color(), alpha=0.15)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("prepended sentences n")
+        ax.set_ylabel(label)
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

@@ -1,0 +1,304 @@
+"""The hijacking benchmark: CounterFact records × schemes × n = 0..max_n, scored by one causal LM.
+
+    summary = run_hijack(HijackConfig(schemes=("not-think", "relation"), max_n=5, per_relation=5), "runs/h")
+
+Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make resume free):
+
+    config.json           the resolved HijackConfig
+    chunks/chunk-00000.parquet ...   rows of `chunk_size` records each, written atomically when done;
+                          a re-run with the same config skips them (an interrupted run loses at most
+                          the chunk in progress)
+    rows.parquet          all rows: case_id, relation_id, scheme, n, mode, logp_true, logp_false,
+                          hijacked, true_preferred
+    summary.json          shares with 95% CIs per scheme × n and per relation × scheme × n, each
+                          scheme's direction, skipped records with reasons
+    rates.png             share vs n per scheme (Fig. 2 style)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from assocmem.config import check_choice, check_int_range, save_config, to_dict
+from assocmem.errors import ConfigError
+from assocmem.hijack import distributed as D
+from assocmem.hijack.counterfact import BadRecord, Record, load_counterfact, select_records
+from assocmem.hijack.metrics import decide, directions, rates
+from assocmem.hijack.schemes import Scheme, build_prompt, get_scheme, sentence
+from assocmem.hijack.scoring import MODES, collect, encode_pairs, plan_requests, score_plan
+from assocmem.io import read_json, write_json
+
+# Fields that may change between a run and its resumption (they do not change what is computed).
+_RESUMABLE = ("batch_size", "device", "device_map")
+
+
+@dataclass(frozen=True)
+class HijackConfig:
+    model: str = "gemma3-270m"                 # bundled name, hub id, local dir or .gguf (models/llm.py)
+    schemes: tuple[str, ...] = ("not-think", "relation")  # registry names (schemes.py), "template" for --template
+    max_n: int = 10                            # prepend n = 0..max_n copies of the scheme's sentence
+    relations: tuple[str, ...] | None = None   # keep only these relation ids (None: all)
+    limit: int | None = None                   # then the first `limit` records in case_id order
+    per_relation: int | None = None            # stratified sample: at most this many records per relation
+    mode: str = "first-token"                  # first-token | full-target (sum of the target's token log-probs)
+    batch_size: int = 32                       # prompts per forward
+    device: str = "auto"                       # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"                     # float32 | bfloat16 | float16
+    device_map: str | None = None              # e.g. "auto": shard a large model over GPUs (accelerate)
+    counterfact: str | None = None             # path to the official-layout JSON; None: download the official file
+    template: str | None = None                # user sentence for scheme "template"
+    skip_bad: bool = False                     # skip (and count) bad records instead of failing
+    seed: int = 0                              # seed of the per-relation sample
+    chunk_size: int = 256                      # records per resumable chunk
+    trust_remote_code: bool = False            # only for hub models that need it
+
+    def __post_init__(self):
+        for name in ("schemes", "relations"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = (value,)
+            if value is not None:
+                object.__setattr__(self, name, tuple(str(v) for v in value))
+        if self.template and "template" not in self.schemes:
+            object.__setattr__(self, "schemes", self.schemes + ("template",))
+        if not self.schemes:
+            raise ConfigError("--schemes is empty: give at least one scheme")
+        if len(set(self.schemes)) != len(self.schemes):
+            raise ConfigError(f"--schemes={list(self.schemes)!r} names a scheme twice")
+        for name in self.schemes:
+            get_scheme(name, self.template)  # unknown name / bad template → ConfigError
+        check_int_range("--max-n", self.max_n, 0)
+        check_int_range("--batch-size", self.batch_size, 1)
+        check_int_range("--chunk-size", self.chunk_size, 1)
+        check_int_range("--seed", self.seed, 0)
+        if self.limit is not None:
+            check_int_range("--limit", self.limit, 1)
+        if self.per_relation is not None:
+            check_int_range("--per-relation", self.per_relation, 1)
+        check_choice("--mode", self.mode, MODES)
+        from assocmem.runtime import resolve_dtype
+
+        resolve_dtype(self.dtype)
+
+    @property
+    def scheme_objects(self) -> list[Scheme]:
+        return [get_scheme(name, self.template) for name in self.schemes]
+
+
+@dataclass
+class WorkItem:
+    record: Record
+    scheme: str
+    n: int
+    prompt: str = field(repr=False)
+
+
+def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm=None, plot: bool = True) -> dict:
+    """Score every (record, scheme, n) of `config`, resuming from finished chunks; returns the summary.
+
+    `lm` (a models.llm.LoadedLM) skips loading `config.model`; `plot=False` skips rates.png.
+    Under torchrun every rank calls this with the same arguments; each scores a share of every
+    chunk, rank 0 writes the files, and every rank returns the summary.
+    """
+    ctx = D.init_from_env(use_cuda=_wants_cuda(config))
+    try:
+        return _run(config, Path(out_dir), progress and ctx.is_main, lm, ctx, plot)
+    finally:
+        D.shutdown(ctx)
+
+
+def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext, plot: bool) -> dict:
+    error = _prepare_out_dir(config, out) if ctx.is_main else None
+    error = D.broadcast_object(ctx, error)
+    if error:
+        raise ConfigError(error)
+
+    loaded = load_counterfact(config.counterfact, skip_bad=config.skip_bad)
+    records = select_records(loaded.records, config.relations, config.limit, config.per_relation, config.seed)
+    skipped = [{"case_id": c, "scheme": None, "reason": r} for c, r in loaded.skipped]
+    if lm is None:
+        from assocmem.models.llm import load_causal_lm
+
+        lm = load_causal_lm(config.model, device=D.device_for_rank(config.device, ctx), dtype=config.dtype,
+                            device_map=config.device_map, trust_remote_code=config.trust_remote_code)
+    records = _check_targets(lm.tokenizer, records, config.skip_bad, skipped)
+    pairs = _valid_pairs(records, config.scheme_objects, config.skip_bad, skipped)
+
+    chunk_dir = out / "chunks"
+    n_chunks = (len(records) + config.chunk_size - 1) // config.chunk_size
+    chunk_ids = {r.case_id: i // config.chunk_size for i, r in enumerate(records)}
+    items_by_chunk: list[list[WorkItem]] = [[] for _ in range(n_chunks)]
+    for rec, scheme in pairs:
+        for n in range(config.max_n + 1):
+            items_by_chunk[chunk_ids[rec.case_id]].append(WorkItem(rec, scheme.name, n, build_prompt(rec, scheme, n)))
+    pending = [c for c in range(n_chunks) if not _chunk_path(chunk_dir, c).is_file()] if ctx.is_main else None
+    pending = D.broadcast_object(ctx, pending)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        # Counts forwards of this rank; the total is corrected per chunk once its plan is deduplicated.
+        todo = sum(len(items_by_chunk[c]) for c in pending) // ctx.world_size
+        bar = tqdm(total=todo, desc=f"hijack {lm.name}", unit="forward")
+    for c in pending:
+        rows = _score_chunk(lm, items_by_chunk[c], config, ctx, bar)
+        if ctx.is_main:
+            _write_parquet(rows, _chunk_path(chunk_dir, c))
+    if bar is not None:
+        bar.close()
+
+    summary = None
+    if ctx.is_main:
+        frames = [pd.read_parquet(_chunk_path(chunk_dir, c)) for c in range(n_chunks)]
+        rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
+        _write_parquet(rows, out / "rows.parquet")
+        summary = summarise(rows, config, lm.name, len(records), skipped)
+        write_json(out / "summary.json", summary)
+        if plot and len(rows):
+            from assocmem.hijack.plots import plot_rates
+
+            plot_rates(pd.DataFrame(summary["rates"]), out / "rates.png",
+                       title=f"{lm.name}, {config.mode}, {summary['records']} records")
+    return D.broadcast_object(ctx, summary)
+
+
+def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistContext, bar=None) -> pd.DataFrame | None:
+    """Score one chunk (this rank's share); on rank 0 return its rows, elsewhere None."""
+    plan = plan_requests(lm.tokenizer, [it.prompt for it in items], [it.record.target_true for it in items],
+                         [it.record.target_false for it in items], config.mode)
+    if bar is not None:
+        bar.total += len(range(ctx.rank, len(plan.requests), ctx.world_size)) - len(items) // ctx.world_size
+        bar.refresh()
+    mine = score_plan(lm, plan, batch_size=config.batch_size, shard=ctx.shard, bar=bar)
+    parts = D.gather_objects(ctx, mine)
+    if not ctx.is_main:
+        return None
+    results = {k: v for part in parts for k, v in part.items()}
+    logp_true, logp_false = collect(plan, results)
+    hijacked, true_preferred = decide(logp_true, logp_false)
+    return pd.DataFrame({
+        "case_id": pd.Series([it.record.case_id for it in items], dtype="int64"),
+        "relation_id": [it.record.relation_id for it in items],
+        "scheme": [it.scheme for it in items],
+        "n": pd.Series([it.n for it in items], dtype="int64"),
+        "mode": config.mode,
+        "logp_true": logp_true.numpy(),
+        "logp_false": logp_false.numpy(),
+        "hijacked": hijacked.numpy(),
+        "true_preferred": true_preferred.numpy(),
+    })
+
+
+def summarise(rows: pd.DataFrame, config: HijackConfig, model_name: str, n_records: int,
+              skipped: list[dict]) -> dict:
+    """The summary.json content from the merged rows."""
+    table = rates(rows, by=("scheme", "n")) if len(rows) else pd.DataFrame()
+    per_relation = rates(rows, by=("relation_id", "scheme", "n")) if len(rows) else pd.DataFrame()
+    by_scheme: dict[str, int] = {}
+    for s in skipped:
+        key = s["scheme"] or "(all schemes)"
+        by_scheme[key] = by_scheme.get(key, 0) + 1
+    return {
+        "model": model_name,
+        "mode": config.mode,
+        "counterfact": config.counterfact or "official (downloaded)",
+        "records": n_records,
+        "records_per_scheme": {s: int(rows.loc[(rows["scheme"] == s) & (rows["n"] == 0)].shape[0])
+                               for s in config.schemes} if len(rows) else {},
+        "max_n": config.max_n,
+        "shares": {"hijacked_share": "P(target_false) > P(target_true): the efficacy score (ES) as the seed defines it",
+                   "true_preferred_share": "P(target_true) > P(target_false)"},
+        "schemes": {s.name: {"description": s.description, "mentions": s.mentions, "expected": s.expected}
+                    for s in config.scheme_objects},
+        "directions": directions(table) if len(table) else {},
+        "rates": table.to_dict(orient="records"),
+        "per_relation": per_relation.to_dict(orient="records"),
+        "skipped": {"count": len(skipped), "by_scheme": by_scheme, "items": skipped},
+        "config": to_dict(config),
+    }
+
+
+def _check_targets(tokenizer, records: list[Record], skip_bad: bool, skipped: list[dict]) -> list[Record]:
+    """Records whose targets tokenize to something after their prompt; the others are bad records."""
+    if not records:
+        return records
+    conts = [" " + r.target_true for r in records] + [" " + r.target_false for r in records]
+    pairs = encode_pairs(tokenizer, [r.filled_prompt for r in records] * 2, conts)
+    good = []
+    for i, rec in enumerate(records):
+        empty = [w for w, (_, ids) in (("target_true", pairs[i]), ("target_false", pairs[len(records) + i])) if not ids]
+        if not empty:
+            good.append(rec)
+            continue
+        bad = BadRecord(rec.case_id, f"{empty[0]} {getattr(rec, empty[0])!r} tokenizes to nothing")
+        if not skip_bad:
+            raise bad
+        skipped.append({"case_id": rec.case_id, "scheme": None, "reason": bad.reason})
+    return good
+
+
+def _valid_pairs(records: list[Record], schemes: list[Scheme], skip_bad: bool, skipped: list[dict]):
+    """(record, scheme) pairs whose sentence can be built (a relation template, an association...)."""
+    pairs = []
+    for scheme in schemes:
+        for rec in records:
+            try:
+                sentence(rec, scheme)
+            except BadRecord as bad:
+                if not skip_bad:
+                    raise
+                skipped.append({"case_id": rec.case_id, "scheme": scheme.name, "reason": bad.reason})
+                continue
+            pairs.append((rec, scheme))
+    return pairs
+
+
+def _prepare_out_dir(config: HijackConfig, out: Path) -> str | None:
+    """Write config.json, or check that an existing one describes the same computation."""
+    path = out / "config.json"
+    started = any((out / "chunks").glob("chunk-*.parquet"))   # before any chunk, a new config just replaces
+    if path.is_file() and started:
+        old = {k: v for k, v in read_json(path).items() if k not in _RESUMABLE}
+        new = {k: v for k, v in to_dict(config).items() if k not in _RESUMABLE}
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            return (f"--out={str(out)!r} holds a run with a different config ({', '.join(diff)}); "
+                    "use a new --out or the same options to resume")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, path)
+    return None
+
+
+def _wants_cuda(config: HijackConfig) -> bool:
+    import torch
+
+    return config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
+
+
+def _chunk_path(chunk_dir: Path, c: int) -> Path:
+    return chunk_dir / f"chunk-{c:05d}.parquet"
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Atomic: a reader (or a resumed run) never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _empty_rows() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
+        ("case_id", "int64"), ("relation_id", "str"), ("scheme", "str"), ("n", "int64"), ("mode", "str"),
+        ("logp_true", "float64"), ("logp_false", "float64"), ("hijacked", "bool"), ("true_preferred", "bool"))})
+

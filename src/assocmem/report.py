@@ -1,0 +1,230 @@
+"""DIR/report.md: every finished experiment's figures, our numbers beside the paper's, and a verdict
+on each of the paper's claims computed from our numbers.
+
+The report is a pure function of the folders under DIR (each experiment's result.json) and the
+paper's reference values (`assocmem/data/paper_reference.json`), so it can be rewritten at any time
+without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from assocmem.experiments.claims import CLAIMS
+from assocmem.experiments.registry import Registry
+from assocmem.experiments.runner import Outcome, load_result
+
+REFERENCE_FILE = Path(__file__).parent / "data" / "paper_reference.json"
+PAPER = ('Jiang, Rajendran, Ravikumar, Aragam, "Do LLMs dream of elephants (when told not to)? Latent concept '
+         'association and associative memory in transformers", NeurIPS 2024, arXiv 2406.18400')
+
+
+def load_reference() -> dict[str, Any]:
+    """The paper's statements per experiment id (see the file's `_about`)."""
+    with open(REFERENCE_FILE) as fh:
+        return json.load(fh)
+
+
+def write_report(
+    out_dir: str | Path,
+    registry: Registry,
+    profile: str,
+    outcomes: list[Outcome] | None = None,
+    command: str | None = None,
+    run_wall_s: float | None = None,
+) -> Path:
+    """Write DIR/report.md from every registered experiment's folder; returns its path."""
+    out_dir = Path(out_dir)
+    reference = load_reference()
+    by_outcome = {o.id: o for o in outcomes or []}
+    results = {exp.id: load_result(out_dir / exp.id) for exp in registry}
+    lines = _header(out_dir, profile, results, command, run_wall_s)
+    lines += _claims_section(registry, results, by_outcome)
+    lines += _index(registry, results, by_outcome)
+    for exp in registry:
+        lines += _experiment_section(exp, results[exp.id], by_outcome.get(exp.id), reference.get(exp.id, {}))
+    path = out_dir / "report.md"
+    tmp = out_dir / ".report.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _header(out_dir: Path, profile: str, results: dict, command: str | None, run_wall_s: float | None) -> list[str]:
+    finished = [r for r in results.values() if r]
+    devices = sorted({r["device"] for r in finished})
+    compute = sum(r["wall_s"] for r in finished)
+    lines = [
+        "# Reproduction report",
+        "",
+        f"Paper: {PAPER}.",
+        "",
+        f"- profile: `{profile}`" + (f"; command: `{command}`" if command else ""),
+        f"- code: commit `{_git_commit()}`; python {sys.version.split()[0]}",
+        f"- device(s): {', '.join(devices) or 'none yet'}",
+        f"- written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- compute time of the finished experiments (sum of their own wall times): {compute / 60:.1f} min"
+        + (f"; this invocation took {run_wall_s / 60:.1f} min (cached experiments cost nothing)" if run_wall_s else ""),
+        "",
+        "Paper values: the paper's figures are not available to us as numbers, so the 'paper' column gives "
+        "the paper's stated qualitative result and its direction (from `assocmem/data/paper_reference.json`); "
+        "a number appears there only where the paper states one. Error bars and ± are over seeds "
+        "(mean ± standard deviation unless a row says otherwise); hijacking rates carry 95% Wilson intervals.",
+        "",
+    ]
+    return lines
+
+
+def _claims_section(registry: Registry, results: dict, outcomes: dict[str, Outcome]) -> list[str]:
+    lines = ["## Claims", "",
+             "Each verdict is computed from our numbers by the criterion shown, fixed before the run.", "",
+             "| claim | paper | experiment | criterion | our numbers | verdict |", "|---|---|---|---|---|---|"]
+    counts = {"supported": 0, "not supported": 0, "not run": 0}
+    for claim in CLAIMS:
+        testers = [exp for exp in registry if claim.id in exp.claims]
+        verdicts = []
+        for exp in testers:
+            result = results[exp.id]
+            outcome = outcomes.get(exp.id)
+            if result is None:
+                status = "failed" if outcome and outcome.status == "failed" else "not run"
+                verdicts.append((exp.id, "—", "—", status))
+                continue
+            for c in result["claims"]:
+                if c["claim"] == claim.id:
+                    verdict = "**supported**" if c["supported"] else "**NOT supported**"
+                    numbers = c["numbers"] + (f" — {c['note']}" if c.get("note") else "")
+                    verdicts.append((exp.id, c["criterion"], numbers, verdict))
+        if not verdicts:
+            verdicts = [("—", "—", "—", "not run")]
+        for exp_id, criterion, numbers, verdict in verdicts:
+            key = verdict.strip("*").lower()
+            key = key if key in counts else "not run"
+            counts[key] += 1
+            lines.append(f"| {claim.statement} | {claim.source} | `{exp_id}` | {_cell(criterion)} | "
+                         f"{_cell(numbers)} | {verdict} |")
+    lines += ["", f"Summary: {counts['supported']} supported, {counts['not supported']} not supported, "
+                  f"{counts['not run']} not run or failed.", ""]
+    return lines
+
+
+def _index(registry: Registry, results: dict, outcomes: dict[str, Outcome]) -> list[str]:
+    lines = ["## Experiments", "", "| id | title | paper | status | wall time |", "|---|---|---|---|---|"]
+    for exp in registry:
+        result, outcome = results[exp.id], outcomes.get(exp.id)
+        if outcome is not None and outcome.status == "failed":
+            status, wall = f"failed: {_cell(outcome.error)}", "—"
+        elif result is None:
+            status, wall = "not run", "—"
+        else:
+            status = "ran now" if outcome and outcome.status == "ran" else "cached"
+            status += f" ({result['profile']})"
+            wall = _seconds(result["wall_s"])
+        names = ", ".join([exp.id, *exp.aliases])
+        lines.append(f"| [{names}](#{exp.id.lower()}) | {exp.title} | {exp.paper} | {status} | {wall} |")
+    return lines + [""]
+
+
+def _experiment_section(exp, result: dict | None, outcome: Outcome | None, ref: dict) -> list[str]:
+    names = " / ".join([exp.id, *exp.aliases])
+    lines = [f'<a id="{exp.id.lower()}"></a>', f"### {names}: {exp.title}", "", f"Paper: {exp.paper}."]
+    if ref.get("statement"):
+        lines.append(f"The paper: \"{ref['statement']}\" ({ref.get('source', exp.paper)}).")
+    lines.append("")
+    if result is None:
+        if outcome is not None and outcome.status == "failed":
+            lines += [f"**Failed**: {outcome.error} (traceback in `{outcome.folder}/error.txt`).", ""]
+        else:
+            lines += ["Not run yet.", ""]
+        return lines
+    lines += [f"![{exp.id}]({exp.id}/{fig})" for fig in result["figures"]]
+    lines += [""] + _table(result["rows"], ref) + [""]
+    for note in result.get("notes", []):
+        lines.append(f"- {note}")
+    for c in result["claims"]:
+        verdict = "supported" if c["supported"] else "NOT supported"
+        lines.append(f"- claim `{c['claim']}`: **{verdict}** — {c['criterion']}: {c['numbers']}"
+                     + (f" ({c['note']})" if c.get("note") else ""))
+    lines.append(f"- wall time: {_seconds(result['wall_s'])} on {result['device']}; profile `{result['profile']}`; "
+                 f"settings hash `{result['hash']}`")
+    settings = json.dumps(result["settings"], separators=(", ", ": "))
+    lines.append(f"- settings: `{settings}`")
+    chosen = ref.get("chosen_settings", {})
+    if chosen:
+        lines.append("- chosen by us where the paper (as available to us) is silent: "
+                     + "; ".join(f"{k}: {v}" for k, v in chosen.items()))
+    tables = result.get("tables", [])
+    if tables:
+        lines.append("- tables: " + ", ".join(f"[{t}.csv]({exp.id}/{t}.csv)" for t in tables))
+    return lines + [""]
+
+
+def _table(rows: list[dict], ref: dict) -> list[str]:
+    """Our numbers beside the paper's; a gap-to-Bayes column where rows carry a Bayes-optimal accuracy."""
+    if not rows:
+        return []
+    expectations = {v["quantity"]: v for v in ref.get("values", [])}
+    has_bayes = any(r.get("bayes") is not None for r in rows)
+    has_err = any(r.get("err") is not None for r in rows)
+    header = ["setting", "quantity", "ours"] + (["±"] if has_err else [])
+    header += ["Bayes-optimal", "gap to Bayes-optimal"] if has_bayes else []
+    known = {"setting", "quantity", "ours", "err", "bayes", "n"}
+    extra = list(dict.fromkeys(k for row in rows for k in row if k not in known))
+    header += extra + ["paper"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row.get("setting", "")), str(row["quantity"]), _num(row.get("ours"))]
+        if has_err:
+            cells.append(_num(row.get("err")))
+        if has_bayes:
+            bayes, ours = row.get("bayes"), row.get("ours")
+            gap = bayes - ours if isinstance(bayes, (int, float)) and isinstance(ours, (int, float)) else None
+            cells += [_num(bayes), _num(gap)]
+        cells += [_num(row.get(k)) for k in extra]
+        cells.append(_paper_cell(expectations.get(row["quantity"])))
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def _paper_cell(entry: dict | None) -> str:
+    if entry is None:
+        return "—"
+    if entry.get("value") is not None:
+        return f"{entry['value']} ({entry.get('source', '')})".strip()
+    return f"{entry.get('expectation', '')} (no value available)"
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        return commit + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,38 @@
+"""Every synthetic experiment end to end on tiny settings (seconds): runs, draws, caches, reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from assocmem.experiments.common import Training
+from assocmem.experiments.registry import Registry, default_registry
+from assocmem.experiments.runner import reproduce
+
+TINY_TRAINING = Training(seeds=2, steps=8, batch_size=8, lrs=(0.01,), warmup_steps=2, eval_samples=64)
+
+
+def _tiny(settings):
+    """Shrink any of the synthetic settings dataclasses to m = 3 and a handful of steps."""
+    sizes = {"training": TINY_TRAINING, "m": 3, "Ls": (6, 8), "ds": (4, 12), "L": 6, "d": 4, "eval_samples": 64,
+             "n": 64, "lengths": (2, 4)}
+    fields = {f.name for f in dataclasses.fields(settings)}
+    return dataclasses.replace(settings, **{k: v for k, v in sizes.items() if k in fields})
+
+
+def test_synthetic_experiments_on_tiny_settings(tmp_path):
+    synthetic = [e for e in default_registry() if not e.uses_llm]
+    registry = Registry(dataclasses.replace(e, quick=_tiny(e.quick)) for e in synthetic)
+    summary = reproduce("quick", None, "cpu", tmp_path, registry=registry)
+    assert not summary.failed, [(o.id, o.error) for o in summary.failed]
+    for exp in synthetic:
+        result = json.loads((tmp_path / exp.id / "result.json").read_text())
+        assert result["figures"] and all((tmp_path / exp.id / f).is_file() for f in result["figures"])
+        assert result["rows"], exp.id
+        assert {c["claim"] for c in result["claims"]} == set(exp.claims), exp.id
+    accuracy_rows = json.loads((tmp_path / "fig3a" / "result.json").read_text())["rows"]
+    assert all(0 <= r["bayes"] <= 1 for r in accuracy_rows)  # every accuracy row carries its ceiling
+    report = summary.report.read_text()
+    assert report.count("gap to Bayes-optimal") >= 5
+    again = reproduce("quick", ["length"], "cpu", tmp_path, registry=registry)
+    assert {o.status for o in again.outcomes} == {"cached"}

@@ -1,0 +1,88 @@
+"""The registry of the paper's experiments: lookups, coverage of the paper, reference data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from assocmem.errors import ConfigError
+from assocmem.experiments.claims import CLAIMS_BY_ID
+from assocmem.experiments.registry import default_registry
+from assocmem.report import load_reference
+
+PAPER_IDS = ["fig1", "fig2a", "fig2b", "fig3a", "c1", "c2", "c3", "c4", "fig3b", "c5", "c6", "fig3c", "c7", "c8",
+             "c9", "c10", "c11", "c12", "mixing", "length", "appB-reverse", "appB-associated", "atlas", "diagnostics"]
+
+
+def test_lookup_by_id_and_alias(make):
+    reg = make()
+    assert reg.get("alpha").id == "alpha"
+    assert reg.get("a1").id == "alpha"
+
+
+def test_unknown_id_suggests_close_names():
+    with pytest.raises(ConfigError) as err:
+        default_registry().get("fig3")
+    message = str(err.value)
+    assert "did you mean" in message and "fig3a" in message and "\n" not in message
+
+
+def test_select_orders_and_adds_requirements():
+    reg = default_registry()
+    ids = [e.id for e in reg.select(["length", "c2"])]
+    assert ids == ["fig3a", "c2", "length"]
+    assert len(reg.select(None)) == len(reg)
+
+
+@pytest.mark.parametrize("name", PAPER_IDS)
+def test_every_paper_figure_is_registered(name):
+    assert default_registry().get(name)
+
+
+def test_entries_are_consistent():
+    reg = default_registry()
+    reference = load_reference()
+    for exp in reg:
+        assert set(exp.claims) <= set(CLAIMS_BY_ID), exp.id
+        for r in exp.requires:  # requirements come first, so a run in registry order is valid
+            assert reg.ids().index(r) < reg.ids().index(exp.id)
+        assert exp.id in reference, f"{exp.id} has no entry in paper_reference.json"
+
+
+def _fields(settings, prefix=""):
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _fields(value, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name
+
+
+def test_every_setting_is_either_the_papers_or_a_stated_choice():
+    reference = load_reference()
+    for exp in default_registry():
+        entry = reference[exp.id]
+        stated = set(entry.get("paper_settings", {})) | set(entry.get("chosen_settings", {}))
+        for name in _fields(exp.quick):
+            assert name in stated, f"{exp.id}: setting {name!r} is neither in paper_settings nor chosen_settings"
+
+
+def test_reference_values_never_invent_numbers():
+    """Values are null unless the paper states one; every value entry says what is expected."""
+    for exp_id, entry in load_reference().items():
+        if exp_id.startswith("_"):
+            continue
+        assert entry["source"] and entry["statement"]
+        for value in entry.get("values", []):
+            assert "expectation" in value and "quantity" in value
+            assert value["value"] is None or isinstance(value["value"], str)
+
+
+def test_claim_statistics():
+    from assocmem.experiments.claims import exceeds, mean_se, spearman
+
+    mean, se = mean_se([1.0, 2.0, 3.0])
+    assert mean == 2.0 and abs(se - (1 / 3) ** 0.5) < 1e-12
+    assert exceeds([0.5, 0.6, 0.55])[0] and not exceeds([0.5, -0.6, 0.1])[0]
+    assert spearman([1, 2, 3, 4], [0.1, 0.2, 0.25, 0.9]) == 1.0

@@ -1,0 +1,71 @@
+"""Caching, resume and the report, on fake experiments that only count their runs."""
+
+from __future__ import annotations
+
+import json
+
+from assocmem.experiments.runner import reproduce
+
+
+def _statuses(summary):
+    return {o.id: o.status for o in summary.outcomes}
+
+
+def test_second_run_does_nothing(tmp_path, calls, make):
+    first = reproduce("quick", None, "cpu", tmp_path, registry=make())
+    assert _statuses(first) == {"alpha": "ran", "beta": "ran", "gamma": "ran"}
+    assert calls == ["alpha", "beta", "gamma"]
+    second = reproduce("quick", None, "cpu", tmp_path, registry=make())
+    assert _statuses(second) == {"alpha": "cached", "beta": "cached", "gamma": "cached"}
+    assert calls == ["alpha", "beta", "gamma"]
+    result = json.loads((tmp_path / "alpha" / "result.json").read_text())
+    assert result["settings"] == {"value": 1} and result["figures"] == ["line.png"]
+    assert (tmp_path / "alpha" / "line.png").is_file()
+
+
+def test_changed_setting_reruns_only_that_experiment_and_its_readers(tmp_path, calls, make):
+    reproduce("quick", None, "cpu", tmp_path, registry=make())
+    calls.clear()
+    summary = reproduce("quick", None, "cpu", tmp_path, registry=make(b=2))
+    assert _statuses(summary) == {"alpha": "cached", "beta": "ran", "gamma": "cached"}
+    calls.clear()
+    summary = reproduce("quick", None, "cpu", tmp_path, registry=make(a=3, b=2))
+    assert _statuses(summary) == {"alpha": "ran", "beta": "ran", "gamma": "cached"}  # beta reads alpha
+    assert calls == ["alpha", "beta"]
+    assert not list((tmp_path / ".partial").iterdir())  # finished folders were moved into place
+
+
+def test_profile_changes_the_settings(tmp_path, calls, make):
+    reproduce("quick", ["alpha"], "cpu", tmp_path, registry=make())
+    summary = reproduce("full", ["alpha"], "cpu", tmp_path, registry=make())
+    assert _statuses(summary) == {"alpha": "ran"}
+    assert json.loads((tmp_path / "alpha" / "result.json").read_text())["settings"] == {"value": 10}
+
+
+def test_only_adds_requirements(tmp_path, calls, make):
+    summary = reproduce("quick", ["beta"], "cpu", tmp_path, registry=make())
+    assert [o.id for o in summary.outcomes] == ["alpha", "beta"]
+    summary = reproduce("quick", ["a1"], "cpu", tmp_path, registry=make())  # an alias
+    assert _statuses(summary) == {"alpha": "cached"}
+
+
+def test_failure_is_reported_and_the_rest_runs(tmp_path, calls, make):
+    summary = reproduce("quick", None, "cpu", tmp_path, registry=make(with_failure=True))
+    assert _statuses(summary)["delta"] == "failed"
+    assert [o.id for o in summary.failed] == ["delta"]
+    assert "RuntimeError: this experiment always fails" in summary.failed[0].error
+    assert (summary.failed[0].folder / "error.txt").is_file()
+    report = summary.report.read_text()
+    assert "failed: RuntimeError" in report
+
+
+def test_report_has_claims_tables_and_figures(tmp_path, calls, make):
+    summary = reproduce("quick", ["alpha", "beta"], "cpu", tmp_path, registry=make())
+    report = summary.report.read_text()
+    assert summary.report == tmp_path / "report.md"
+    assert "## Claims" in report
+    assert "| `alpha` | a stated criterion | x = 1 | **supported** |" in report
+    assert "| `beta` | a stated criterion | x = 1 | **NOT supported** |" in report  # shown, not hidden
+    assert "gap to Bayes-optimal" in report and "| 0.250 |" in report  # 0.75 − 0.5
+    assert "![alpha](alpha/line.png)" in report
+    assert "not run" in report  # gamma and the claims nobody tested

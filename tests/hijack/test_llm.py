@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from assocmem.errors import ConfigError
+from assocmem.models.llm import cache_root, load_causal_lm, tiny_random_lm
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("not a model!", "is invalid"),
+    ("./no/such/dir", "no such directory"),
+    ("/tmp/none/model.gguf", "no such .gguf file"),
+    ("tiny-random-mamba", "tiny-random-gpt2|llama|gemma3"),
+])
+def test_unknown_models_fail_in_one_line_without_network(spec, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        load_causal_lm(spec, device="cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_local_directory_round_trip(tmp_path, tiny_lms):
+    lm = tiny_lms["gemma3"]
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    again = load_causal_lm(str(tmp_path), device="cpu")
+    ids = torch.tensor([lm.tokenizer("Moscow is")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(lm.model(ids).logits, again.model(ids).logits)
+    assert again.tokenizer("Moscow is")["input_ids"] == lm.tokenizer("Moscow is")["input_ids"]
+    assert not again.model.training
+
+
+def test_tiny_models_are_seeded_and_leave_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = tiny_random_lm("llama", seed=1)
+    after = torch.rand(1)
+    b = tiny_random_lm("llama", seed=1)
+    c = tiny_random_lm("llama", seed=2)
+    assert torch.equal(before, after)
+    pa, pb, pc = (next(m.model.parameters()) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ASSOCMEM_CACHE_DIR", str(tmp_path))
+    assert cache_root() == tmp_path

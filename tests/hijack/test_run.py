@@ -1,0 +1,120 @@
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import assocmem.hijack.run as run_mod
+from assocmem.errors import ConfigError
+from assocmem.hijack.counterfact import BadRecord
+from assocmem.hijack.run import HijackConfig, run_hijack
+
+FIXTURE = str(Path(__file__).resolve().parent.parent / "fixtures" / "counterfact_small.json")
+COLUMNS = ["case_id", "relation_id", "scheme", "n", "mode", "logp_true", "logp_false", "hijacked", "true_preferred"]
+
+
+def _config(**kw) -> HijackConfig:
+    base = dict(model="tiny-random-llama", schemes=("not-think", "relation"), max_n=2, counterfact=FIXTURE,
+                chunk_size=5, device="cpu", batch_size=8)
+    return HijackConfig(**{**base, **kw})
+
+
+def test_outputs_and_schema(tmp_path, tiny_lms):
+    summary = run_hijack(_config(), tmp_path, progress=False)
+    for name in ("config.json", "rows.parquet", "summary.json", "rates.png"):
+        assert (tmp_path / name).is_file()
+    assert len(list((tmp_path / "chunks").glob("chunk-*.parquet"))) == 5      # 24 records / 5
+    rows = pd.read_parquet(tmp_path / "rows.parquet")
+    assert list(rows.columns) == COLUMNS and len(rows) == 24 * 2 * 3
+    assert rows["hijacked"].dtype == bool and rows["n"].dtype == "int64"
+    assert (rows["hijacked"] == (rows["logp_false"] > rows["logp_true"])).all()
+    assert not (rows["hijacked"] & rows["true_preferred"]).any()
+    assert summary["records"] == 24 and summary["skipped"]["count"] == 0
+    lines = pd.DataFrame(summary["rates"])
+    assert len(lines) == 2 * 3 and {"hijacked_share", "hijacked_lo", "hijacked_hi", "true_preferred_share",
+                                    "true_preferred_lo", "true_preferred_hi", "ties"} <= set(lines.columns)
+    assert set(summary["directions"]) == {"not-think", "relation"}
+    per_rel = pd.DataFrame(summary["per_relation"])
+    assert set(per_rel["relation_id"]) == set(rows["relation_id"])
+    # the n = 0 prompt is the same under every scheme: the same numbers
+    n0 = rows[rows["n"] == 0].pivot(index="case_id", columns="scheme", values="logp_true")
+    assert (n0["not-think"] == n0["relation"]).all()
+
+
+def test_resume_after_interrupt_recomputes_nothing_finished(tmp_path, monkeypatch):
+    cfg = _config()
+    run_hijack(cfg, tmp_path / "whole", progress=False, plot=False)
+    real = run_mod._score_chunk
+    calls = []
+
+    def interrupted_after_two(*args, **kw):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(run_mod, "_score_chunk", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_hijack(cfg, tmp_path / "resumed", progress=False, plot=False)
+    done = sorted((tmp_path / "resumed" / "chunks").glob("chunk-*.parquet"))
+    assert len(done) == 2 and not (tmp_path / "resumed" / "rows.parquet").exists()
+    stamps = [p.stat().st_mtime_ns for p in done]
+
+    calls.clear()
+    monkeypatch.setattr(run_mod, "_score_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    run_hijack(dataclasses.replace(cfg, batch_size=3), tmp_path / "resumed", progress=False, plot=False)
+    assert len(calls) == 3                                            # 5 chunks, 2 were done
+    assert [p.stat().st_mtime_ns for p in done] == stamps            # finished chunks untouched
+    whole = pd.read_parquet(tmp_path / "whole" / "rows.parquet")
+    resumed = pd.read_parquet(tmp_path / "resumed" / "rows.parquet")
+    pd.testing.assert_frame_equal(whole.drop(columns=["logp_true", "logp_false"]),
+                                  resumed.drop(columns=["logp_true", "logp_false"]))
+    assert ((whole[["logp_true", "logp_false"]] - resumed[["logp_true", "logp_false"]]).abs() < 1e-4).all().all()
+
+    calls.clear()
+    run_hijack(cfg, tmp_path / "resumed", progress=False, plot=False)
+    assert calls == []                                                # all done: nothing scored
+
+
+def test_a_different_config_in_the_same_folder_is_refused(tmp_path):
+    run_hijack(_config(max_n=1), tmp_path, progress=False, plot=False)
+    with pytest.raises(ConfigError, match="max_n"):
+        run_hijack(_config(max_n=2), tmp_path, progress=False, plot=False)
+
+
+def test_skip_bad_counts_records_without_associations(tmp_path):
+    with pytest.raises(BadRecord, match="no associated word"):
+        run_hijack(_config(schemes=("associated",)), tmp_path / "a", progress=False, plot=False)
+    summary = run_hijack(_config(schemes=("associated", "not-think"), skip_bad=True), tmp_path / "b", progress=False, plot=False)
+    assert summary["skipped"]["by_scheme"] == {"associated": 3}       # the three P176 (manufacturer) records
+    assert summary["records_per_scheme"] == {"associated": 21, "not-think": 24}
+    assert {i["case_id"] for i in summary["skipped"]["items"]} == {2764, 6258, 16797}
+
+
+def test_template_scheme_and_relations_filter(tmp_path):
+    summary = run_hijack(_config(schemes=(), template="{subject} has nothing to do with {target_false}.",
+                                 relations=("P190",), max_n=1), tmp_path, progress=False, plot=False)
+    assert summary["records"] == 3 and list(summary["directions"]) == ["template"]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(max_n=-1), "--max-n=-1"),
+    (dict(batch_size=0), "--batch-size=0"),
+    (dict(mode="last"), "--mode"),
+    (dict(schemes=("not-thinks",)), "did you mean not-think"),
+    (dict(schemes=("not-think", "not-think")), "twice"),
+    (dict(per_relation=0), "--per-relation"),
+    (dict(dtype="float8"), "--dtype"),
+    (dict(schemes=("template",)), "--template"),
+])
+def test_bad_config_is_one_line(kw, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        _config(**kw)
+    assert "\n" not in str(err.value)
+
+
+def test_a_run_that_failed_before_any_chunk_can_be_corrected_in_place(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean P190"):
+        run_hijack(_config(relations=("P19O",)), tmp_path, progress=False, plot=False)
+    summary = run_hijack(_config(relations=("P190",)), tmp_path, progress=False, plot=False)
+    assert summary["records"] == 3

@@ -1,0 +1,82 @@
+"""`assocmem hijack try`: Fig. 1 for one typed fact, on tiny random models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from assocmem.cli import main
+from assocmem.hijack.diagnose_cli import try_prompt
+from assocmem.hijack.scoring import score_targets
+from assocmem.models.llm import tiny_random_lm
+
+FACT = "The Eiffel Tower is located in the city of"
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny model saved like any local Hugging Face folder: `--model PATH` loads it."""
+    lm = tiny_random_lm("llama")
+    path = tmp_path_factory.mktemp("models") / "tiny-llama"
+    lm.model.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path
+
+
+def test_try_prints_every_n_with_top_tokens_and_both_targets(capsys, monkeypatch, saved_model):
+    monkeypatch.setenv("COLUMNS", "400")  # one table line per row: no wrapping
+    code = main(["hijack", "try", FACT, "--true", "Paris", "--false", "Chicago", "--max-n", "3",
+                 "--model", str(saved_model), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "P(Paris)" in out and "P(Chicago)" in out
+    first_lines = [line for line in out.splitlines() if FACT in line]
+    assert len(first_lines) == 4
+    for n, line in enumerate(first_lines):
+        cells = [c.strip() for c in line.split("│")]
+        assert cells[1] == str(n) and cells[2] == "Do not think of Chicago. " * n + FACT
+        assert float(cells[4]) >= 0 and float(cells[5]) >= 0
+    assert out.count("\n") >= 4 * 5  # five top tokens per n
+
+
+def test_try_numbers_match_the_model_and_the_scorer():
+    lm = tiny_random_lm("gpt2")
+    rows = try_prompt(lm, FACT, "Paris", "Chicago", scheme="not-think", max_n=2, top_k=5)
+    assert [r.n for r in rows] == [0, 1, 2]
+    assert rows[2].prompt == "Do not think of Chicago. Do not think of Chicago. " + FACT
+    for r in rows:
+        ids = torch.tensor([lm.tokenizer(r.prompt)["input_ids"]])
+        with torch.no_grad():
+            probs = torch.softmax(lm.model(ids).logits[0, -1], dim=-1)
+        top = probs.topk(5)
+        assert [p for _, p in r.top] == pytest.approx(top.values.tolist(), abs=1e-5)
+        assert [t for t, _ in r.top] == [lm.tokenizer.decode([int(i)]) for i in top.indices]
+        lp_true, lp_false = score_targets(lm, [r.prompt], ["Paris"], ["Chicago"], mode="first-token")
+        assert r.p_true == pytest.approx(math.exp(lp_true[0]), rel=1e-5)
+        assert r.p_false == pytest.approx(math.exp(lp_false[0]), rel=1e-5)
+
+
+def test_try_relation_scheme_uses_the_subject_and_full_target_mode():
+    lm = tiny_random_lm("gemma3")
+    rows = try_prompt(lm, "The twin city of Moscow is", "Berlin", "Tokyo", scheme="relation", max_n=1,
+                      subject="Moscow", relation_id="P190", mode="full-target")
+    assert rows[1].prompt == "The twin city of Moscow is not Tokyo. The twin city of Moscow is"
+    lp_true, lp_false = score_targets(lm, [r.prompt for r in rows], ["Berlin"] * 2, ["Tokyo"] * 2, mode="full-target")
+    assert [r.p_true for r in rows] == pytest.approx(lp_true.exp().tolist(), rel=1e-6)
+    assert [r.p_false for r in rows] == pytest.approx(lp_false.exp().tolist(), rel=1e-6)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--scheme", "relation", "--relation", "P190"], "--subject"),
+    (["--subject", "Louvre"], "--subject='Louvre'"),
+    (["--scheme", "not-thnk"], "did you mean not-think"),
+    (["--max-n", "-1"], "--max-n=-1"),
+])
+def test_try_bad_input_is_a_one_line_error(capsys, argv, message):
+    code = main(["hijack", "try", FACT, "--true", "Paris", "--false", "Chicago", "--model", "tiny-random-gpt2",
+                 "--device", "cpu", *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
