@@ -34,7 +34,7 @@ from assocmem.hijack.schemes import build_prompt, get_scheme
 from assocmem.hijack.scoring import encode_pairs, score_targets, special_prefix
 from assocmem.models.llm import LoadedLM, cache_root, load_causal_lm
 
-DEFAULT_CF = "/work/shared/data/counterfact_reconstructed.json"
+DEFAULT_CF = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact_reconstructed.json")
 # Gemma 3 270M (gemma3_text) shapes, for --random-init when no cached config is at hand.
 GEMMA3_270M = dict(vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
                    num_attention_heads=4, num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256,

@@ -9,7 +9,8 @@ import torch
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 COUNTERFACT_SMALL = FIXTURES / "counterfact_small.json"
-RECONSTRUCTED = Path("/work/shared/data/counterfact_reconstructed.json")
+# shared/ lies beside the checkout, here and in CI (which copies it beside its fresh clone).
+RECONSTRUCTED = Path(__file__).resolve().parents[3] / "shared" / "data" / "counterfact_reconstructed.json"
 
 
 @pytest.fixture(scope="session")

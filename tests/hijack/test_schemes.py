@@ -11,7 +11,7 @@ from assocmem.hijack.schemes import (SCHEMES, associate, associations, build_pro
                                      relation_templates, sentence, template_scheme)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-RECONSTRUCTED = Path("/work/shared/data/counterfact_reconstructed.json")
+RECONSTRUCTED = Path(__file__).resolve().parents[3] / "shared" / "data" / "counterfact_reconstructed.json"
 REC = Record(7, "P190", "{} is a twin city of", "Kharkiv", "Cincinnati", "Baghdad")
 LANG = Record(0, "P103", "The mother tongue of {} is", "Danielle Darrieux", "French", "English")
 

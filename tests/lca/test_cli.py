@@ -14,15 +14,6 @@ TINY = ["--m", "3", "--L", "8", "--d", "8", "--steps", "12", "--batch-size", "16
         "--eval-every", "6", "--eval-samples", "128", "--device", "cpu", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_train_writes_summary_weights_and_prints_a_table(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["lca", "train", *TINY, "--freeze-value", "--seeds", "0", "1", "2", "--out", str(out)]) == 0

@@ -13,15 +13,6 @@ from assocmem.errors import ConfigError
 from assocmem.lca.model import ModelConfig, OneLayerTransformer, forward_last
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def hand_forward(W_E, W_Q, W_K, W_V, tokens):
     """Eq. 4.1 for one model and one context, literally: one-hot X, full L x L scores, column softmax."""
     d, V = W_E.shape

@@ -23,15 +23,6 @@ N_DRAWS = 100_000
 P_MIN = 1e-4  # seeds are fixed, so a pass is reproducible; this only guards against a bad seed choice
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def assert_frequencies(observed: torch.Tensor, expected_p: torch.Tensor) -> None:
     """Chi-square goodness of fit on the support of expected_p; no draw outside it."""
     observed, expected_p = observed.flatten().double(), expected_p.flatten().double()

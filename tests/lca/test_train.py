@@ -27,15 +27,6 @@ TASK = LCAConfig(m=3, L=8, omega=0.5)
 MODEL = ModelConfig(d=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def assert_joint_frequencies(y, tokens, table, V):
     """Chi-square of (z*, token) pair counts against p(z*) p(token | z*) = table / V, on its support."""
     observed = torch.bincount((y[:, None] * V + tokens).flatten(), minlength=V * V).double()
