@@ -169,11 +169,7 @@ def plot_c2(result: Result, folder: Path) -> list[Path]:
     names = ["trained W_V", "Theorem 1 W_V", "random-pairs W_V"]
     fig, axes = new_figure(max(4.5, 1.6 * len(points)), 3.6)
     ax = axes[0][0]
-    width = 0.8 / len(names)
-    for j, name in enumerate(names):
-        means = [np.mean(p[name]) for p in points]
-        stds = [np.std(p[name], ddof=1) if len(p[name]) > 1 else 0 for p in points]
-        ax.bar(np.arange(len(points)) + (j - 1) * width, means, width, yerr=stds, capsize=3, label=name)
+    _grouped_bars(ax, points, names)
     for i, p in enumerate(points):
         ax.hlines(p["bayes"], i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=1.2,
                   label="Bayes-optimal" if i == 0 else None)
@@ -222,11 +218,7 @@ def plot_c3(result: Result, folder: Path) -> list[Path]:
     names = ["Theorem 1 W_V", "random-pairs W_V", "Gaussian init W_V"]
     fig, axes = new_figure(max(4.5, 1.6 * len(points)), 3.6)
     ax = axes[0][0]
-    width = 0.8 / len(names)
-    for j, name in enumerate(names):
-        means = [np.mean(p[name]) for p in points]
-        stds = [np.std(p[name], ddof=1) if len(p[name]) > 1 else 0 for p in points]
-        ax.bar(np.arange(len(points)) + (j - 1) * width, means, width, yerr=stds, capsize=3, label=name)
+    _grouped_bars(ax, points, names)
     ax.set_xticks(range(len(points)), [f"L={p['L']}\nd={p['d']}" for p in points])
     ax.set_ylabel("smallest principal angle to trained W_V (deg)")
     ax.set_title("Rank-m approximations vs trained W_V (mean ± std over seeds)", fontsize=10)
@@ -250,3 +242,12 @@ EXPERIMENTS = [
     Experiment("c3", "Principal angles between rank-m approximations of value matrices", "Fig. C.3, §6.1",
                Probe(), Probe(), run_c3, plot_c3, claims=("construction-closest",), requires=("fig3a",)),
 ]
+
+
+def _grouped_bars(ax, points: list[dict], names: list[str]) -> None:
+    """One group of bars per (L, d) point, one bar per matrix: mean ± std over seeds."""
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        means = [np.mean(p[name]) for p in points]
+        stds = [np.std(p[name], ddof=1) if len(p[name]) > 1 else 0 for p in points]
+        ax.bar(np.arange(len(points)) + (j - 1) * width, means, width, yerr=stds, capsize=3, label=name)
