@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _results import RESULTS, append_row, cpu_name  # benchmarks/ is on sys.path when run as a script
 
 from assocmem.lca import bayes
 from assocmem.lca.task import LCAConfig, context_table, pi_table, sample_batch
 
 SECTION = "## LCA: Bayes-optimal ceiling"
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def gather_baseline(config: LCAConfig, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -36,16 +34,6 @@ def gather_baseline(config: LCAConfig, x: torch.Tensor, y: torch.Tensor) -> floa
         ll = log_p_t[chunk_x[:, :-1]].sum(dim=1) + log_pi_t[chunk_x[:, -1]]  # (b, L-1, V) → (b, V)
         correct.append(bayes.expected_correct(ll, chunk_y))
     return float(torch.cat(correct).mean())
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(fn, repeats: int = 1) -> tuple[float, list[float]]:
@@ -61,16 +49,8 @@ def write_section(row: str) -> None:
     """Put `row` under SECTION in RESULTS.md (table header written once), leaving other sections alone."""
     header = ("| date | machine | torch threads | n | m | L | sampling s | ceiling cold s | ceiling warm s "
               "| gather baseline s | speed-up | Bayes acc. | target |\n|" + "---|" * 13 + "\n")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n`.venv/bin/python benchmarks/bench_bayes.py`: " \
-            "ceiling = `bayes.expected_accuracy_on` on fresh samples; warm = median of 5.\n\n" + header
-    start = text.index(SECTION)
-    nxt = text.find("\n## ", start + len(SECTION))
-    end = len(text) if nxt == -1 else nxt
-    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-    rest = text[end:].lstrip("\n")
-    RESULTS.write_text(text[:start] + section + ("\n" + rest if rest else ""))
+    append_row(SECTION, "`.venv/bin/python benchmarks/bench_bayes.py`: ceiling = `bayes.expected_accuracy_on` "
+               "on fresh samples; warm = median of 5.", header, row)
 
 
 def main() -> None:

@@ -15,26 +15,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _results import RESULTS, append_row, cpu_name  # benchmarks/ is on sys.path when run as a script
 
 SECTION = "## Hijacking: diagnostics timing"
-RESULTS = Path(__file__).with_name("RESULTS.md")
 COUNTERFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact_reconstructed.json"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_section(row: str) -> None:
@@ -42,19 +31,10 @@ def write_section(row: str) -> None:
     header = ("| date | machine | threads | load avg before/after | records | prompts | n | model load s "
               "| forward s | lens s | spectrum s | total s | one-at-a-time vs batched (same prompts) | target |\n|"
               + "---|" * 14 + "\n")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{SECTION}\n\n`.venv/bin/python benchmarks/bench_diagnose.py [--threads K]`: `run_diagnose` on "
-            "the bundled Gemma 3 270M (fp32, CPU), scheme not-think, a stratified sample of the reconstructed "
-            "CounterFact. total = model load + prompts/masks + forward + logit lens + spectrum + tables/PNGs. "
-            "The machine may be shared: the load average says how busy it was.\n\n" + header)
-    start = text.index(SECTION)
-    nxt = text.find("\n## ", start + len(SECTION))
-    end = len(text) if nxt == -1 else nxt
-    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-    rest = text[end:].lstrip("\n")
-    RESULTS.write_text(text[:start] + section + ("\n" + rest if rest else ""))
+    append_row(SECTION, "`.venv/bin/python benchmarks/bench_diagnose.py [--threads K]`: `run_diagnose` on the "
+               "bundled Gemma 3 270M (fp32, CPU), scheme not-think, a stratified sample of the reconstructed "
+               "CounterFact. total = model load + prompts/masks + forward + logit lens + spectrum + tables/PNGs. "
+               "The machine may be shared: the load average says how busy it was.", header, row)
 
 
 def main() -> None:

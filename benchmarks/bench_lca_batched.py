@@ -19,13 +19,13 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import resource
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _results import append_row, cpu_name  # benchmarks/ is on sys.path when run as a script
 
 from assocmem.io import write_json
 from assocmem.lca.model import ModelConfig
@@ -39,7 +39,6 @@ HEADER = (
     "| peak mem batched | peak mem loop | max weight diff |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def _sync(device: torch.device) -> None:
@@ -72,37 +71,23 @@ def timed(fn, device: torch.device) -> tuple[float, object, float]:
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def record(row: str) -> None:
     """Append `row` to this benchmark's section of RESULTS.md (other sections are left as they are)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{SECTION}\n\n`.venv/bin/python benchmarks/bench_lca_batched.py`: E models trained as one batch vs a "
-            "loop of E single-model runs, same seeds and steps, one process; times are wall clock, the last column "
-            "is the largest difference between a batched model's weights and the same model trained alone. "
-            "Batching removes per-step overhead (Python, kernel launches, sampling calls), not arithmetic: on a "
-            "GPU the loop is launch-bound and the speed-up is large; on a CPU it shrinks as the models grow and "
-            "the matrix products dominate. Peak memory: CUDA max allocated per arm, or the process's peak RSS "
-            "so far on CPU (so the loop's figure is an upper bound).\n\n"
-            f"{HEADER}\n"
-        )
-    start = text.index(SECTION)
-    following = text.find("\n## ", start + len(SECTION))
-    end = len(text) if following == -1 else following
-    section = text[start:end].rstrip("\n") + "\n" + row + "\n"
-    text = text[:start] + section + ("" if following == -1 else "\n" + text[following + 1 :])
-    RESULTS.write_text(text)
+    append_row(
+        SECTION,
+        "`.venv/bin/python benchmarks/bench_lca_batched.py`: E models trained as one batch vs a "
+        "loop of E single-model runs, same seeds and steps, one process; times are wall clock, the last column "
+        "is the largest difference between a batched model's weights and the same model trained alone. "
+        "Batching removes per-step overhead (Python, kernel launches, sampling calls), not arithmetic: on a "
+        "GPU the loop is launch-bound and the speed-up is large; on a CPU it shrinks as the models grow and "
+        "the matrix products dominate. Peak memory: CUDA max allocated per arm, or the process's peak RSS "
+        "so far on CPU (so the loop's figure is an upper bound).",
+        HEADER,
+        row,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
