@@ -161,7 +161,7 @@ def run_fig1(s: Examples, ctx: Context) -> Result:
         quantity = "top-1 next token" + (" (the paper's example)" if i == 0 else "")
         for r in out[:2]:
             rows.append({"setting": r.prompt, "quantity": quantity, "ours": r.top[0][0].strip(),
-                         f"P(true)": round(r.p_true, 4), "P(false)": round(r.p_false, 4)})
+                         "P(true)": round(r.p_true, 4), "P(false)": round(r.p_false, 4)})
     claim = ClaimResult("hijack-examples", any(flips) and all(rises),
                         "at least one example flips from P(true) > P(false) at n = 0 to P(false) > P(true) at n = 1, "
                         "and log P(false) − log P(true) rises from n = 0 to 1 in every example",
@@ -199,12 +199,17 @@ def plot_sample(result: Result, folder: Path) -> list[Path]:
     return _plot_rates(result, folder, "rates_all_schemes.png")
 
 
-def run_fig2a(v: View, ctx: Context) -> Result:
+def _direction_view(v: View, ctx: Context, claim: str, up: bool, title: str) -> Result:
+    """Rates of hijack-sample's rows for `v.schemes`, each judged on moving ES in one direction."""
     rows = _sample_rows(ctx, v.schemes)
     table = _rates(rows)
-    claims = [_direction_claim(rows, scheme, "hijack-raises-es", up=True) for scheme in v.schemes]
+    claims = [_direction_claim(rows, scheme, claim, up=up) for scheme in v.schemes]
     return Result(rows=_rate_rows(table), claims=claims, notes=[_sample_note(rows, ctx)],
-                  data={"rates": table.to_dict(orient="records"), "title": f"{ctx.llm}: Do not think of {{target_false}}."})
+                  data={"rates": table.to_dict(orient="records"), "title": title})
+
+
+def run_fig2a(v: View, ctx: Context) -> Result:
+    return _direction_view(v, ctx, "hijack-raises-es", True, f"{ctx.llm}: Do not think of {{target_false}}.")
 
 
 def plot_fig2a(result: Result, folder: Path) -> list[Path]:
@@ -212,11 +217,7 @@ def plot_fig2a(result: Result, folder: Path) -> list[Path]:
 
 
 def run_reverse(v: View, ctx: Context) -> Result:
-    rows = _sample_rows(ctx, v.schemes)
-    table = _rates(rows)
-    claims = [_direction_claim(rows, scheme, "reverse-lowers-es", up=False) for scheme in v.schemes]
-    return Result(rows=_rate_rows(table), claims=claims, notes=[_sample_note(rows, ctx)],
-                  data={"rates": table.to_dict(orient="records"), "title": f"{ctx.llm}: reverse schemes"})
+    return _direction_view(v, ctx, "reverse-lowers-es", False, f"{ctx.llm}: reverse schemes")
 
 
 def plot_reverse(result: Result, folder: Path) -> list[Path]:

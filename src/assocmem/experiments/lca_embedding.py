@@ -30,12 +30,12 @@ GAP_FACTOR = 1.5  # "eigen-gap": trained W_E's largest consecutive singular-valu
 
 
 @dataclass(frozen=True)
-class EmbeddingStudy:
-    """Grid of Fig. C.4: every d trained with W_E trained and with W_E frozen at its Gaussian init."""
+class _TaskGrid:
+    """A task setting and a grid of embedding dimensions, each trained in two variants."""
 
     m: int  # latents; V = 2^m (the paper: m = 8)
     L: int  # context length
-    ds: tuple[int, ...]  # embedding dimensions, below and above V
+    ds: tuple[int, ...]  # embedding dimensions
     omega: float = 0.5
     beta: float = 1.0
     neighborhood: str = "all"
@@ -46,19 +46,15 @@ class EmbeddingStudy:
 
 
 @dataclass(frozen=True)
-class GeometryStudy:
-    """Fig. 3(b) / C.5 and C.6: under-parameterised models (d < V) trained with W_V trained and W_V = I."""
+class EmbeddingStudy(_TaskGrid):
+    """Grid of Fig. C.4: every d (below and above V) trained with W_E trained and with W_E frozen at its
+    Gaussian init."""
 
-    m: int  # latents (the paper: m = 8)
-    L: int
-    ds: tuple[int, ...]  # embedding dimensions, all below V
-    omega: float = 0.5
-    beta: float = 1.0
-    neighborhood: str = "all"
-    training: Training = field(default_factory=Training)
 
-    def task(self) -> LCAConfig:
-        return LCAConfig(m=self.m, L=self.L, omega=self.omega, beta=self.beta, neighborhood=self.neighborhood)
+@dataclass(frozen=True)
+class GeometryStudy(_TaskGrid):
+    """Fig. 3(b) / C.5 and C.6: under-parameterised models (every d below V) trained with W_V trained and
+    W_V = I."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_se, mean_std
-from assocmem.experiments.common import (Training, accuracy_row, draw_bayes, generator, keep_best_lr, load_models,
+from assocmem.experiments.common import (Training, accuracy_row, generator, keep_best_lr, load_models,
                                          save_models, specs_for, stack, train_grid)
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import accuracy_with_value, evaluate_weights, smallest_principal_angle
