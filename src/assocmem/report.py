@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -60,6 +61,7 @@ def _header(out_dir: Path, profile: str, results: dict, command: str | None, run
     finished = [r for r in results.values() if r]
     devices = sorted({r["device"] for r in finished})
     compute = sum(r["wall_s"] for r in finished)
+    synthetic = sum(r["wall_s"] for r in finished if not r.get("llm"))
     lines = [
         "# Reproduction report",
         "",
@@ -71,6 +73,8 @@ def _header(out_dir: Path, profile: str, results: dict, command: str | None, run
         f"- written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- compute time of the finished experiments (sum of their own wall times): {compute / 60:.1f} min"
         + (f"; this invocation took {run_wall_s / 60:.1f} min (cached experiments cost nothing)" if run_wall_s else ""),
+        f"- of which the synthetic (LCA) experiments: {synthetic / 60:.1f} min; the LLM experiments: "
+        f"{(compute - synthetic) / 60:.1f} min",
         "",
         "Paper values: the paper's figures are not available to us as numbers, so the 'paper' column gives "
         "the paper's stated qualitative result and its direction (from `assocmem/data/paper_reference.json`); "
@@ -219,10 +223,14 @@ def _seconds(s: float) -> str:
 
 
 def _git_commit() -> str:
+    """HEAD of the checkout (marked when files differ), else $ASSOCMEM_GIT_COMMIT (a copy without .git,
+    as on a lent GPU machine), else "unknown"."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=5)
-        commit = out.stdout.strip() or "unknown"
+        commit = out.stdout.strip()
+        if not commit:
+            return os.environ.get("ASSOCMEM_GIT_COMMIT", "unknown") + " (copy of the checkout, no .git)"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
         return commit + ("+uncommitted changes" if dirty else "")

@@ -37,6 +37,8 @@ def test_schemes_accepts_space_comma_and_repeated_forms(tmp_path, form, capsys):
     (["--mode", "all"], "--mode"),
     (["--relations", "P19O"], "P19O"),
     (["--template", "{subjct} is fine"], "did you mean {subject}"),
+    (["--max-memory", "0=20GiB"], "--max-memory needs --device-map"),
+    (["--device-map", "auto", "--max-memory", "0=lots"], "--max-memory='0=lots' is invalid"),
 ])
 def test_user_errors_are_one_line(tmp_path, capsys, extra, match):
     assert main(BASE[:-3] + extra + ["--out", str(tmp_path / "x")]) == 2

@@ -45,3 +45,12 @@ def test_tiny_models_are_seeded_and_leave_global_rng_alone():
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ASSOCMEM_CACHE_DIR", str(tmp_path))
     assert cache_root() == tmp_path
+
+
+def test_parse_max_memory_reads_devices_and_sizes():
+    from assocmem.models.llm import parse_max_memory
+
+    assert parse_max_memory(None) is None and parse_max_memory(" ") is None
+    assert parse_max_memory("0=500MiB, 1 = 8GiB,cpu=64GB") == {0: "500MiB", 1: "8GiB", "cpu": "64GB"}
+    with pytest.raises(ConfigError, match="--max-memory='gpu0=1GiB' is invalid"):
+        parse_max_memory("gpu0=1GiB")

@@ -81,6 +81,7 @@ def hijack(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16.")] = "float32",
     device_map: Annotated[Optional[str], typer.Option("--device-map", help="e.g. auto: spread a large model over GPUs.")] = None,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help='With --device-map: cap per device, e.g. "0=20GiB,1=20GiB,cpu=64GiB".')] = None,
     counterfact: Annotated[Optional[Path], typer.Option(help="Local CounterFact JSON (official layout); default: download the official file.")] = None,
     template: Annotated[Optional[str], typer.Option(help='Your own sentence, e.g. "{subject} is not related to {target_false}." (scheme "template").')] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip and count bad records instead of stopping.")] = False,
@@ -108,7 +109,7 @@ def hijack(
     config = HijackConfig(
         model=model, schemes=split_list(schemes) or (() if template else ("not-think", "relation")),
         max_n=max_n, relations=split_list(relations), limit=limit, per_relation=per_relation, mode=mode,
-        batch_size=batch_size, device=device, dtype=dtype, device_map=device_map,
+        batch_size=batch_size, device=device, dtype=dtype, device_map=device_map, max_memory=max_memory,
         counterfact=str(counterfact) if counterfact else None, template=template, skip_bad=skip_bad,
         seed=seed, chunk_size=chunk_size, trust_remote_code=trust_remote_code,
     )

@@ -34,7 +34,7 @@ from assocmem.hijack.scoring import MODES, collect, encode_pairs, plan_requests,
 from assocmem.io import read_json, write_json
 
 # Fields that may change between a run and its resumption (they do not change what is computed).
-_RESUMABLE = ("batch_size", "device", "device_map")
+_RESUMABLE = ("batch_size", "device", "device_map", "max_memory")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class HijackConfig:
     device: str = "auto"                       # auto | cpu | cuda | cuda:N
     dtype: str = "float32"                     # float32 | bfloat16 | float16
     device_map: str | None = None              # e.g. "auto": shard a large model over GPUs (accelerate)
+    max_memory: str | None = None              # with device_map: cap per device, "0=20GiB,1=20GiB,cpu=64GiB"
     counterfact: str | None = None             # path to the official-layout JSON; None: download the official file
     template: str | None = None                # user sentence for scheme "template"
     skip_bad: bool = False                     # skip (and count) bad records instead of failing
@@ -84,6 +85,10 @@ class HijackConfig:
         from assocmem.runtime import resolve_dtype
 
         resolve_dtype(self.dtype)
+        from assocmem.models.llm import parse_max_memory
+
+        if parse_max_memory(self.max_memory) and not self.device_map:
+            raise ConfigError("--max-memory needs --device-map (e.g. --device-map auto)")
 
     @property
     def scheme_objects(self) -> list[Scheme]:
@@ -122,10 +127,11 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     records = select_records(loaded.records, config.relations, config.limit, config.per_relation, config.seed)
     skipped = [{"case_id": c, "scheme": None, "reason": r} for c, r in loaded.skipped]
     if lm is None:
-        from assocmem.models.llm import load_causal_lm
+        from assocmem.models.llm import load_causal_lm, parse_max_memory
 
         lm = load_causal_lm(config.model, device=D.device_for_rank(config.device, ctx), dtype=config.dtype,
-                            device_map=config.device_map, trust_remote_code=config.trust_remote_code)
+                            device_map=config.device_map, trust_remote_code=config.trust_remote_code,
+                            max_memory=parse_max_memory(config.max_memory))
     records = _check_targets(lm.tokenizer, records, config.skip_bad, skipped)
     pairs = _valid_pairs(records, config.scheme_objects, config.skip_bad, skipped)
 
@@ -159,6 +165,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
         _write_parquet(rows, out / "rows.parquet")
         summary = summarise(rows, config, lm.name, len(records), skipped)
+        summary["placement"] = {"processes": ctx.world_size, "model_devices": model_devices(lm.model)}
         write_json(out / "summary.json", summary)
         if plot and len(rows):
             from assocmem.hijack.plots import plot_rates
@@ -166,6 +173,14 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
             plot_rates(pd.DataFrame(summary["rates"]), out / "rates.png",
                        title=f"{lm.name}, {config.mode}, {summary['records']} records")
     return D.broadcast_object(ctx, summary)
+
+
+def model_devices(model) -> list[str]:
+    """Devices holding the model's weights: several when --device-map split it (accelerate's hf_device_map)."""
+    placed = getattr(model, "hf_device_map", None)
+    if placed:
+        return sorted({f"cuda:{d}" if isinstance(d, int) else str(d) for d in placed.values()})
+    return sorted({str(p.device) for p in model.parameters()})
 
 
 def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistContext, bar=None) -> pd.DataFrame | None:

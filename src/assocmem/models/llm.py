@@ -50,6 +50,23 @@ class LoadedLM:
         return next(self.model.parameters()).device
 
 
+_MEMORY = re.compile(r"^\s*(\d+|cpu|disk)\s*=\s*(\d+(\.\d+)?\s*[KMGT]i?B)\s*$", re.IGNORECASE)
+
+
+def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
+    """`--max-memory "0=20GiB,1=20GiB,cpu=64GiB"` -> {0: "20GiB", 1: "20GiB", "cpu": "64GiB"}."""
+    if text is None or not text.strip():
+        return None
+    out: dict[int | str, str] = {}
+    for part in text.split(","):
+        match = _MEMORY.match(part)
+        if not match:
+            raise bad_option("--max-memory", text, 'comma-separated DEVICE=SIZE, e.g. "0=20GiB,1=20GiB,cpu=64GiB"')
+        key = match.group(1).lower()
+        out[int(key) if key.isdigit() else key] = match.group(2).replace(" ", "")
+    return out
+
+
 def cache_root() -> Path:
     """User cache for downloads and de-quantised models."""
     return Path(os.environ.get("ASSOCMEM_CACHE_DIR") or Path.home() / ".cache" / "assocmem")
@@ -61,8 +78,15 @@ def load_causal_lm(
     dtype: str = "float32",
     device_map: str | None = None,
     trust_remote_code: bool = False,
+    max_memory: dict[int | str, str] | None = None,
 ) -> LoadedLM:
-    """Load `spec` (see the module docstring) in eval mode on `device` (ignored with `device_map`)."""
+    """Load `spec` (see the module docstring) in eval mode on `device` (ignored with `device_map`).
+
+    `max_memory` ({0: "20GiB", 1: "20GiB", "cpu": "64GiB"}) caps what `device_map` puts on each
+    device, accelerate's own argument: a model is then split even where it would fit on one GPU.
+    """
+    if max_memory and not device_map:
+        raise ConfigError("--max-memory needs --device-map (e.g. --device-map auto)")
     torch_dtype = resolve_dtype(dtype)
     dev = None if device_map else resolve_device(device)
     spec = str(spec).strip()
@@ -98,16 +122,17 @@ def load_causal_lm(
         source, name = spec, spec.replace("/", "--")
     else:
         raise bad_option("--model", spec, _ALLOWED)
-    return _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code)
+    return _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code, max_memory)
 
 
-def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code) -> LoadedLM:
+def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code, max_memory=None) -> LoadedLM:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kw = {"trust_remote_code": trust_remote_code}
+    placement = {"device_map": device_map, **({"max_memory": max_memory} if max_memory else {})}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kw)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, device_map=device_map, **kw)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **placement, **kw)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--model={name!r} could not be loaded ({first}); allowed {_ALLOWED}") from None
