@@ -9,8 +9,8 @@ CF=$W/counterfact_reconstructed.json
 R=$W/full                          # the full-profile reproduce folder
 MG=$W/multigpu                     # issue 5 runs
 LOGS=$W/logs
-LCA_IDS="fig3a c2 c3 c4 fig3b c6 spectra fig3c c8 mixing length"
-LLM_IDS="fig1 hijack-sample fig2a fig2b appB-reverse appB-associated atlas diagnostics"
+LCA_IDS="fig3a,c2,c3,c4,fig3b,c6,spectra,fig3c,c8,mixing,length"
+LLM_IDS="fig1,hijack-sample,fig2a,fig2b,appB-reverse,appB-associated,atlas,diagnostics"
 py() { python3 "$@"; }
 am() { python3 -m assocmem.cli "$@"; }
 mkdir -p $W $LOGS $MG

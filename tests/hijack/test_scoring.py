@@ -86,3 +86,30 @@ def test_empty_target_is_an_error(tiny_lms):
         score_targets(tiny_lms["llama"], ["Moscow is"], ["  "], ["Rome"])
     with pytest.raises(ConfigError, match="--mode"):
         score_targets(tiny_lms["llama"], ["Moscow is"], ["Berlin"], ["Rome"], mode="last-token")
+
+
+def test_padded_batches_off_the_cpu_use_eager_attention():
+    from assocmem.hijack.scoring import needs_eager_attention
+
+    uneven, even = [(1, 2, 3), (1, 2)], [(1, 2), (3, 4)]
+    assert not needs_eager_attention(torch.device("cpu"), uneven)
+    assert needs_eager_attention(torch.device("cuda:0"), uneven) and needs_eager_attention("meta", uneven)
+    assert not needs_eager_attention(torch.device("cuda:1"), even)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_eager_attention_switches_back_and_scores_the_same(tiny_lms, arch):
+    from assocmem.models.llm import eager_attention
+
+    lm = tiny_lms[arch]
+    previous = lm.model.config._attn_implementation
+    lm.model.set_attn_implementation("sdpa")
+    try:
+        fused = score_targets(lm, PROMPTS, TRUE, FALSE, batch_size=5)
+        with eager_attention(lm.model):
+            assert lm.model.config._attn_implementation == "eager"
+            eager = score_targets(lm, PROMPTS, TRUE, FALSE, batch_size=5)
+        assert lm.model.config._attn_implementation == "sdpa"
+        assert torch.allclose(fused[0], eager[0], atol=1e-5) and torch.allclose(fused[1], eager[1], atol=1e-5)
+    finally:
+        lm.model.set_attn_implementation(previous)

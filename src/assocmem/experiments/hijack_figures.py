@@ -332,7 +332,7 @@ EXAMPLES = Examples(examples=(
 
 SAMPLE_QUICK = HijackStudy(schemes=ALL_SCHEMES, max_n=5, per_relation=2, batch_size=32)
 # Full: 200 records per relation (6,555 of the 21,919; every record of the 7 relations with fewer),
-# × 7 schemes × n = 0..10 ≈ 390k prompts, sized for one GPU in a few minutes; the paper used every record.
+# × 7 schemes × n = 0..10 ≈ 430k prompts (350 s on one H100), sized for one GPU; the paper used every record.
 SAMPLE_FULL = HijackStudy(schemes=ALL_SCHEMES, max_n=10, per_relation=200, batch_size=256)
 
 EXPERIMENTS = [

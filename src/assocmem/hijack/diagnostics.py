@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from assocmem.errors import ConfigError
+from assocmem.models.llm import eager_attention
 
 # Where the pieces of a decoder-only LM live, by attribute path (first match wins).
 _BLOCKS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers",
@@ -173,20 +174,6 @@ class LastPositionTrace:
     lengths: torch.Tensor            # (prompt,) number of tokens
 
 
-@contextlib.contextmanager
-def _eager_attention(model: nn.Module):
-    """Attention weights exist only in the eager implementation: switch to it, then restore."""
-    previous = getattr(model.config, "_attn_implementation", None)
-    if previous == "eager" or previous is None:
-        yield
-        return
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
-
-
 def _device_of(module: nn.Module, default: torch.device) -> torch.device:
     p = next(module.parameters(), None)  # with device_map="auto" the norm may sit apart from W_U
     return p.device if p is not None else default
@@ -229,7 +216,8 @@ def trace_last_position(lm, prompts: Sequence[str], batch_size: int = 16, attent
     handles = [parts.blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)]
     handles += [b.register_forward_hook(lambda m, a, out: captured.append(grab(out))) for b in parts.blocks]
     try:
-        with _eager_attention(model) if attention else contextlib.nullcontext():
+        # Off the CPU, padded batches run eagerly as in the scorer (fused kernels and padding, see eager_attention).
+        with eager_attention(model) if attention or device.type != "cpu" else contextlib.nullcontext():
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 T = max(len(encoded[i]) for i in idx)

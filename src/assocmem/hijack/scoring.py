@@ -18,6 +18,7 @@ Identical requests (e.g. n = 0 under every scheme) are scored once.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from assocmem.errors import ConfigError, bad_option
+from assocmem.models.llm import eager_attention
 
 MODES = ("first-token", "full-target")
 
@@ -130,7 +132,9 @@ def score_plan(lm, plan: ScoringPlan, batch_size: int = 32, progress: bool = Fal
 
         bar = tqdm(total=len(order), desc="scoring", unit="prompt", leave=False)
     for batch in batches:
-        sums = _score_batch(lm, [plan.requests[r] for r in batch], [plan.gathers[r] for r in batch])
+        requests = [plan.requests[r] for r in batch]
+        with eager_attention(lm.model) if needs_eager_attention(lm.device, requests) else contextlib.nullcontext():
+            sums = _score_batch(lm, requests, [plan.gathers[r] for r in batch])
         for r, s in zip(batch, sums):
             out[r] = s
         if bar is not None:
@@ -153,6 +157,16 @@ def score_targets(lm, prompts: Sequence[str], targets_true: Sequence[str], targe
     """log P(" "+target_true | prompt) and log P(" "+target_false | prompt), each a float64 tensor (N,)."""
     plan = plan_requests(lm.tokenizer, prompts, targets_true, targets_false, mode)
     return collect(plan, score_plan(lm, plan, batch_size=batch_size, progress=progress))
+
+
+def needs_eager_attention(device: torch.device, requests: Sequence[Sequence[int]]) -> bool:
+    """True for a left-padded batch (uneven lengths) off the CPU.
+
+    Left padding leaves the pad queries nothing to attend to; on CUDA the fused SDPA kernels then
+    corrupt the whole batch (models.llm.eager_attention has the measurement), so such batches run
+    with eager attention there. Even batches and the CPU keep the model's own (faster) attention.
+    """
+    return torch.device(device).type != "cpu" and len({len(q) for q in requests}) > 1
 
 
 def _accepts_logits_to_keep(model) -> bool:

@@ -15,6 +15,7 @@ safetensors + tokenizer under `<cache>/models/<name>/` (cache = $ASSOCMEM_CACHE_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -65,6 +66,27 @@ def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
         key = match.group(1).lower()
         out[int(key) if key.isdigit() else key] = match.group(2).replace(" ", "")
     return out
+
+
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module):
+    """Run `model` with transformers' eager attention inside the block, then restore its own.
+
+    Needed for attention weights (only eager returns them), and for left-padded batches off the CPU:
+    there the pad queries' mask rows are all False, and torch's fused SDPA kernels on CUDA give
+    wrong logits for the *whole* batch (seen on an H100: a 4-prompt batch whose every row differed
+    from the CPU, three rows identical; transformers issue #47651). Eager attention masks with the
+    dtype's minimum instead of -inf and is exact there.
+    """
+    previous = getattr(model.config, "_attn_implementation", None)
+    if previous in ("eager", None) or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
 
 
 def cache_root() -> Path:
