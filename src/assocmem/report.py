@@ -85,6 +85,15 @@ def _header(out_dir: Path, profile: str, results: dict, command: str | None, run
     return lines
 
 
+def _note(exp, result: dict, claim: dict) -> str:
+    """The claim's own note, else for a failed claim the experiment's explanation of its numbers."""
+    if claim.get("note"):
+        return claim["note"]
+    if not claim["supported"] and exp.explain is not None:
+        return exp.explain(result)
+    return ""
+
+
 def _claims_section(registry: Registry, results: dict, outcomes: dict[str, Outcome]) -> list[str]:
     lines = ["## Claims", "",
              "Each verdict is computed from our numbers by the criterion shown, fixed before the run.", "",
@@ -103,7 +112,8 @@ def _claims_section(registry: Registry, results: dict, outcomes: dict[str, Outco
             for c in result["claims"]:
                 if c["claim"] == claim.id:
                     verdict = "**supported**" if c["supported"] else "**NOT supported**"
-                    numbers = c["numbers"] + (f" — {c['note']}" if c.get("note") else "")
+                    note = _note(exp, result, c)
+                    numbers = c["numbers"] + (f" — {note}" if note else "")
                     verdicts.append((exp.id, c["criterion"], numbers, verdict))
         if not verdicts:
             verdicts = [("—", "—", "—", "not run")]
@@ -153,8 +163,9 @@ def _experiment_section(exp, result: dict | None, outcome: Outcome | None, ref: 
         lines.append(f"- {note}")
     for c in result["claims"]:
         verdict = "supported" if c["supported"] else "NOT supported"
+        note = _note(exp, result, c)
         lines.append(f"- claim `{c['claim']}`: **{verdict}** — {c['criterion']}: {c['numbers']}"
-                     + (f" ({c['note']})" if c.get("note") else ""))
+                     + (f". Why: {note}" if note else ""))
     lines.append(f"- wall time: {_seconds(result['wall_s'])} on {result['device']}; profile `{result['profile']}`; "
                  f"settings hash `{result['hash']}`")
     settings = json.dumps(result["settings"], separators=(", ", ": "))

@@ -36,6 +36,10 @@ def _plot(result: Result, folder: Path) -> list[Path]:
     return [save_figure(fig, folder / "line.png")]
 
 
+def _explain(result: dict) -> str:
+    return f"explained by ours = {result['rows'][0]['ours']}"
+
+
 def _boom(settings: Knob, ctx: Context) -> Result:
     CALLS.append("boom")
     raise RuntimeError("this experiment always fails")
@@ -44,9 +48,9 @@ def _boom(settings: Knob, ctx: Context) -> Result:
 def make_registry(a: int = 1, b: int = 1, with_failure: bool = False) -> Registry:
     exps = [
         Experiment("alpha", "First", "Fig. 0", Knob(a), Knob(a * 10), _run("alpha", True), _plot,
-                   claims=("value-matters",), aliases=("a1",)),
+                   claims=("value-matters",), aliases=("a1",), explain=_explain),
         Experiment("beta", "Second, reads alpha", "Fig. 00", Knob(b), Knob(b), _run("beta", False), _plot,
-                   claims=("value-matters",), requires=("alpha",)),
+                   claims=("value-matters",), requires=("alpha",), explain=_explain),
         Experiment("gamma", "Independent", "Fig. 000", Knob(1), Knob(1), _run("gamma", True), _plot),
     ]
     if with_failure:

@@ -65,7 +65,33 @@ def test_report_has_claims_tables_and_figures(tmp_path, calls, make):
     assert summary.report == tmp_path / "report.md"
     assert "## Claims" in report
     assert "| `alpha` | a stated criterion | x = 1 | **supported** |" in report
-    assert "| `beta` | a stated criterion | x = 1 | **NOT supported** |" in report  # shown, not hidden
+    assert "| `beta` | a stated criterion | x = 1 — explained by ours = 0.5 | **NOT supported** |" in report  # shown, not hidden
     assert "gap to Bayes-optimal" in report and "| 0.250 |" in report  # 0.75 − 0.5
     assert "![alpha](alpha/line.png)" in report
     assert "not run" in report  # gamma and the claims nobody tested
+
+
+def test_failed_claims_are_explained_from_cached_results_too(tmp_path, calls, make):
+    reproduce("quick", ["alpha", "beta"], "cpu", tmp_path, registry=make())
+    again = reproduce("quick", ["alpha", "beta"], "cpu", tmp_path, registry=make())
+    assert {o.status for o in again.outcomes} == {"cached"}
+    report = again.report.read_text()
+    assert report.count("explained by ours = 0.5") == 2  # beta's claim row and its section; alpha passed
+    assert "Why: explained by ours = 0.5" in report
+
+
+def test_lca_explanations_read_the_stored_rows():
+    from assocmem.experiments.lca_embedding import explain_spectra
+    from assocmem.experiments.lca_value import explain_c2
+
+    rows = []
+    for L, trained, built in (("L=64", 0.85, 0.75), ("L=128", 0.95, 0.93)):
+        rows += [{"setting": f"{L}, d=128", "quantity": "accuracy, trained W_V", "ours": trained},
+                 {"setting": f"{L}, d=128", "quantity": "accuracy, Theorem 1 W_V", "ours": built}]
+    assert "L=64: 0.100; L=128: 0.020" in explain_c2({"rows": rows})
+    gap = "largest ratio s_k/s_(k+1)"
+    spectra = {"data": {"m": 8}, "rows": [
+        {"setting": "m=8, d=16, trained W_E", "quantity": gap, "ours": 1.4, "err": 0.2},
+        {"setting": "m=8, d=16, Gaussian init", "quantity": gap, "ours": 1.0, "err": 0.0},
+        {"setting": "m=8, d=16, trained W_E", "quantity": "singular values above the gap", "ours": 7.0, "err": 0.0}]}
+    assert "d=16: ×1.40 (trained gap 1.40 ± 0.20)" in explain_spectra(spectra)

@@ -95,6 +95,9 @@ class Experiment:
     requires: tuple[str, ...] = ()  # experiments whose folders it reads (trained weights)
     uses_llm: bool = False
     version: int = 1  # bump when the analysis changes, to invalidate old caches
+    # Derives from a finished result (its result.json as a dict) why a claim of it failed, in numbers;
+    # the report shows it beside a "NOT supported" verdict. Read at report time, so cached results get it.
+    explain: Callable[[dict[str, Any]], str] | None = None
 
     def settings(self, profile: str) -> Any:
         if profile not in PROFILES:
