@@ -166,17 +166,12 @@ def run_c2(p: Probe, ctx: Context) -> Result:
 
 def plot_c2(result: Result, folder: Path) -> list[Path]:
     points = result.data["points"]
-    names = ["trained W_V", "Theorem 1 W_V", "random-pairs W_V"]
-    fig, axes = new_figure(max(4.5, 1.6 * len(points)), 3.6)
-    ax = axes[0][0]
-    _grouped_bars(ax, points, names)
+    fig, ax = _bar_figure(points, ["trained W_V", "Theorem 1 W_V", "random-pairs W_V"], "accuracy",
+                          "Trained W_V replaced by constructions (mean ± std over seeds)")
     for i, p in enumerate(points):
         ax.hlines(p["bayes"], i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=1.2,
                   label="Bayes-optimal" if i == 0 else None)
-    ax.set_xticks(range(len(points)), [f"L={p['L']}\nd={p['d']}" for p in points])
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.set_title("Trained W_V replaced by constructions (mean ± std over seeds)", fontsize=10)
     _legend_below(fig, ax)
     return [save_figure(fig, folder / "value_construction.png")]
 
@@ -214,14 +209,9 @@ def run_c3(p: Probe, ctx: Context) -> Result:
 
 
 def plot_c3(result: Result, folder: Path) -> list[Path]:
-    points = result.data["points"]
-    names = ["Theorem 1 W_V", "random-pairs W_V", "Gaussian init W_V"]
-    fig, axes = new_figure(max(4.5, 1.6 * len(points)), 3.6)
-    ax = axes[0][0]
-    _grouped_bars(ax, points, names)
-    ax.set_xticks(range(len(points)), [f"L={p['L']}\nd={p['d']}" for p in points])
-    ax.set_ylabel("smallest principal angle to trained W_V (deg)")
-    ax.set_title("Rank-m approximations vs trained W_V (mean ± std over seeds)", fontsize=10)
+    fig, ax = _bar_figure(result.data["points"], ["Theorem 1 W_V", "random-pairs W_V", "Gaussian init W_V"],
+                          "smallest principal angle to trained W_V (deg)",
+                          "Rank-m approximations vs trained W_V (mean ± std over seeds)")
     _legend_below(fig, ax)
     return [save_figure(fig, folder / "principal_angles.png")]
 
@@ -256,6 +246,17 @@ EXPERIMENTS = [
     Experiment("c3", "Principal angles between rank-m approximations of value matrices", "Fig. C.3, §6.1",
                Probe(), Probe(), run_c3, plot_c3, claims=("construction-closest",), requires=("fig3a",)),
 ]
+
+
+def _bar_figure(points: list[dict], names: list[str], ylabel: str, title: str):
+    """A figure with one group of bars per (L, d) point (c2, c3); returns (figure, axes)."""
+    fig, axes = new_figure(max(4.5, 1.6 * len(points)), 3.6)
+    ax = axes[0][0]
+    _grouped_bars(ax, points, names)
+    ax.set_xticks(range(len(points)), [f"L={p['L']}\nd={p['d']}" for p in points])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return fig, ax
 
 
 def _grouped_bars(ax, points: list[dict], names: list[str]) -> None:
