@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from assocmem.errors import ConfigError
+from assocmem.hijack.scoring import needs_eager_attention
 from assocmem.models.llm import eager_attention
 
 # Where the pieces of a decoder-only LM live, by attribute path (first match wins).
@@ -216,10 +217,12 @@ def trace_last_position(lm, prompts: Sequence[str], batch_size: int = 16, attent
     handles = [parts.blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)]
     handles += [b.register_forward_hook(lambda m, a, out: captured.append(grab(out))) for b in parts.blocks]
     try:
-        # Off the CPU, padded batches run eagerly as in the scorer (fused kernels and padding, see eager_attention).
-        with eager_attention(model) if attention or device.type != "cpu" else contextlib.nullcontext():
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            # Attention weights exist only in eager attention; padded batches off the CPU run eagerly
+            # too, by the scorer's rule (fused kernels and padding, see models.llm.eager_attention).
+            eager = attention or needs_eager_attention(device, [encoded[i] for i in idx])
+            with eager_attention(model) if eager else contextlib.nullcontext():
                 T = max(len(encoded[i]) for i in idx)
                 input_ids = torch.full((len(idx), T), pad_id, dtype=torch.long)
                 attn_mask = torch.zeros((len(idx), T), dtype=torch.long)
