@@ -18,7 +18,8 @@ step bench-throughput; for dt in float32 bfloat16; do CUDA_VISIBLE_DEVICES=1 py 
 step llm-full; CUDA_VISIBLE_DEVICES=1 am reproduce --profile full --device cuda --only $LLM_IDS --model $GGUF --counterfact $CF --out $R
 touch $W/LLM_DONE
 step id2; torchrun --nproc-per-node 2 -m assocmem.cli hijack $ID --device cuda --out $MG/id2
-step split; am hijack $SMALL --device-map auto --max-memory "0=500MiB,1=8GiB,cpu=8GiB" --out $MG/split
+# 0=500MiB put the whole model on GPU 1 (the 671 MB embedding comes first); 850MiB splits it over both.
+step split; am hijack $SMALL --device-map auto --max-memory "0=850MiB,1=8GiB,cpu=8GiB" --out $MG/split
 step cpu; am hijack $SMALL --device cpu --out $MG/cpu
 step wait-lca; while [ ! -f $W/LCA_DONE ]; do sleep 5; done
 step scale1; torchrun --nproc-per-node 1 benchmarks/bench_hijack_multigpu.py --tokenizer $tok --counterfact $CF --per-relation 20 --out $MG/scale1.json
