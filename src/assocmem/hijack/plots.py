@@ -27,7 +27,10 @@ def plot_rates(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
         ax.set_xlabel("prepended sentences n")
         ax.set_ylabel(label)
         ax.set_ylim(-0.02, 1.02)
-    axes[0][0].legend(fontsize=8)
+    if table["scheme"].nunique() > 3:  # many curves: a legend inside would cover some of them
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    else:
+        axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
