@@ -4,8 +4,7 @@
 # runs that need both GPUs; when the LCA job is done too, the 2-GPU scaling benchmark and the report.
 source "$(dirname "$0")/env.sh"
 cd $REPO
-cat $W/parts/part0 $W/parts/part1 $W/parts/part2 $W/parts/part3 $W/parts/part4 $W/parts/part5 > $GGUF
-echo "$GGUF_SHA  $GGUF" | sha256sum -c || { echo "GGUF checksum mismatch"; touch $W/ALL_DONE; exit 1; }
+bash benchmarks/gpu/install_gemma.sh || { touch $W/ALL_DONE; exit 1; }
 BASE="--model $GGUF --counterfact $CF --batch-size 64 --quiet"
 ID="$BASE --schemes not-think relation --per-relation 5 --max-n 3"       # 170 records x 2 schemes x n 0..3
 SMALL="$BASE --schemes not-think --per-relation 2 --max-n 2"              # 68 records x n 0..2, for CPU
