@@ -249,20 +249,16 @@ EXPERIMENTS = [
 
 
 def _bar_figure(points: list[dict], names: list[str], ylabel: str, title: str):
-    """A figure with one group of bars per (L, d) point (c2, c3); returns (figure, axes)."""
+    """One group of bars per (L, d) point (c2, c3), one bar per matrix: mean ± std over seeds.
+    Returns (figure, axes)."""
     fig, axes = new_figure(max(4.5, 1.6 * len(points)), 3.6)
     ax = axes[0][0]
-    _grouped_bars(ax, points, names)
-    ax.set_xticks(range(len(points)), [f"L={p['L']}\nd={p['d']}" for p in points])
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    return fig, ax
-
-
-def _grouped_bars(ax, points: list[dict], names: list[str]) -> None:
-    """One group of bars per (L, d) point, one bar per matrix: mean ± std over seeds."""
     width = 0.8 / len(names)
     for j, name in enumerate(names):
         means = [np.mean(p[name]) for p in points]
         stds = [np.std(p[name], ddof=1) if len(p[name]) > 1 else 0 for p in points]
         ax.bar(np.arange(len(points)) + (j - 1) * width, means, width, yerr=stds, capsize=3, label=name)
+    ax.set_xticks(range(len(points)), [f"L={p['L']}\nd={p['d']}" for p in points])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return fig, ax

@@ -85,10 +85,9 @@ class HijackConfig:
         from assocmem.runtime import resolve_dtype
 
         resolve_dtype(self.dtype)
-        from assocmem.models.llm import parse_max_memory
+        from assocmem.models.llm import check_max_memory, parse_max_memory
 
-        if parse_max_memory(self.max_memory) and not self.device_map:
-            raise ConfigError("--max-memory needs --device-map (e.g. --device-map auto)")
+        check_max_memory(parse_max_memory(self.max_memory), self.device_map)
 
     @property
     def scheme_objects(self) -> list[Scheme]:

@@ -68,6 +68,12 @@ def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
     return out
 
 
+def check_max_memory(max_memory: dict[int | str, str] | None, device_map: str | None) -> None:
+    """A cap per device only means something when accelerate places the model (--device-map)."""
+    if max_memory and not device_map:
+        raise ConfigError("--max-memory needs --device-map (e.g. --device-map auto)")
+
+
 @contextlib.contextmanager
 def eager_attention(model: torch.nn.Module):
     """Run `model` with transformers' eager attention inside the block, then restore its own.
@@ -107,8 +113,7 @@ def load_causal_lm(
     `max_memory` ({0: "20GiB", 1: "20GiB", "cpu": "64GiB"}) caps what `device_map` puts on each
     device, accelerate's own argument: a model is then split even where it would fit on one GPU.
     """
-    if max_memory and not device_map:
-        raise ConfigError("--max-memory needs --device-map (e.g. --device-map auto)")
+    check_max_memory(max_memory, device_map)
     torch_dtype = resolve_dtype(dtype)
     dev = None if device_map else resolve_device(device)
     spec = str(spec).strip()
