@@ -27,8 +27,14 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise bad_option("--dtype", dtype, "one of " + ", ".join(_DTYPES))
+        raise bad_option("--dtype", dtype, "one of auto, " + ", ".join(_DTYPES))
     return _DTYPES[dtype]
+
+
+def check_dtype(dtype: str) -> None:
+    """--dtype is `auto` (resolved when the model loads) or a dtype name."""
+    if dtype != "auto":
+        resolve_dtype(dtype)
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -86,7 +86,7 @@ def _manual_last_attention_gpt2(lm: LoadedLM, prompt: str) -> torch.Tensor:
 def test_attention_mass_equals_manual_softmax_one_layer_gpt2():
     lm = _gpt2(n_layer=1)
     masks = _masks(lm)
-    table = D.attention_to_distractors(lm, PROMPTS, masks, NS, batch_size=3)  # one padded batch
+    table = D.attention_to_distractors(lm, PROMPTS, masks, NS, batch_tokens=60)  # packed rows
     for prompt, mask, n in zip(PROMPTS, masks, NS):
         with torch.no_grad():
             pattern = _manual_last_attention_gpt2(lm, prompt)
@@ -100,7 +100,7 @@ def test_attention_mass_equals_manual_softmax_one_layer_gpt2():
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
 def test_batched_pattern_equals_unbatched_output_attentions(arch):
     lm = tiny_random_lm(arch)
-    trace = D.trace_last_position(lm, PROMPTS, batch_size=2)  # mixed lengths, right padding
+    trace = D.trace_last_position(lm, PROMPTS, batch_tokens=30)  # several packed batches
     lm.model.set_attn_implementation("eager")
     for i, prompt in enumerate(PROMPTS):
         ids = torch.tensor([lm.tokenizer(prompt)["input_ids"]])
@@ -117,7 +117,7 @@ def test_batched_pattern_equals_unbatched_output_attentions(arch):
                          ids=["gpt2", "llama", "gemma3", "gemma3-softcap"])
 def test_logit_lens_last_layer_is_the_models_own_output(make):
     lm = make()
-    trace = D.trace_last_position(lm, PROMPTS, batch_size=2, attention=False)
+    trace = D.trace_last_position(lm, PROMPTS, batch_tokens=30, attention=False)
     ids = torch.tensor([[5, 17]] * len(PROMPTS))
     lens = D.lens_logprobs(lm, trace.resid, ids)
     assert lens.shape == (len(PROMPTS), lm.model.config.num_hidden_layers + 1, 2)

@@ -13,7 +13,7 @@ from assocmem.hijack.run import HijackConfig, run_hijack
 
 FIXTURE = str(Path(__file__).resolve().parent.parent / "fixtures" / "counterfact_small.json")
 CONFIG = dict(model="tiny-random-llama", schemes=("not-think", "reverse"), max_n=2, counterfact=FIXTURE,
-              chunk_size=10, device="cpu", batch_size=4)
+              chunk_size=10, device="cpu", batch_tokens=64)
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:

@@ -30,7 +30,7 @@ def test_bundled_gemma_golden_numbers_and_a_small_run(gemma, tmp_path):
     assert logp_guam.tolist() == pytest.approx([-17.3, -1.51], abs=0.02)   # hijacked by one sentence
 
     config = HijackConfig(model="gemma3-270m", schemes=("not-think", "reverse"), max_n=1, relations=("P190",),
-                          counterfact=FIXTURE, device="cpu", batch_size=8)
+                          counterfact=FIXTURE, device="cpu", batch_tokens=128)
     summary = run_hijack(config, tmp_path, progress=False, lm=gemma)
     rows = pd.read_parquet(tmp_path / "rows.parquet")
     assert summary["records"] == 3 and len(rows) == 3 * 2 * 2

@@ -15,7 +15,7 @@ COLUMNS = ["case_id", "relation_id", "scheme", "n", "mode", "logp_true", "logp_f
 
 def _config(**kw) -> HijackConfig:
     base = dict(model="tiny-random-llama", schemes=("not-think", "relation"), max_n=2, counterfact=FIXTURE,
-                chunk_size=5, device="cpu", batch_size=8)
+                chunk_size=5, device="cpu", batch_tokens=128)
     return HijackConfig(**{**base, **kw})
 
 
@@ -62,7 +62,7 @@ def test_resume_after_interrupt_recomputes_nothing_finished(tmp_path, monkeypatc
 
     calls.clear()
     monkeypatch.setattr(run_mod, "_score_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    run_hijack(dataclasses.replace(cfg, batch_size=3), tmp_path / "resumed", progress=False, plot=False)
+    run_hijack(dataclasses.replace(cfg, batch_tokens=40), tmp_path / "resumed", progress=False, plot=False)
     assert len(calls) == 3                                            # 5 chunks, 2 were done
     assert [p.stat().st_mtime_ns for p in done] == stamps            # finished chunks untouched
     whole = pd.read_parquet(tmp_path / "whole" / "rows.parquet")
@@ -99,7 +99,8 @@ def test_template_scheme_and_relations_filter(tmp_path):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(max_n=-1), "--max-n=-1"),
-    (dict(batch_size=0), "--batch-size=0"),
+    (dict(batch_tokens=0), "--batch-tokens=0"),
+    (dict(row_tokens=-1), "--row-tokens=-1"),
     (dict(mode="last"), "--mode"),
     (dict(schemes=("not-thinks",)), "did you mean not-think"),
     (dict(schemes=("not-think", "not-think")), "twice"),

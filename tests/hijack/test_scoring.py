@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from assocmem.errors import ConfigError
-from assocmem.hijack.scoring import encode_pairs, plan_requests, score_targets, special_prefix
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from assocmem.models.packing import PackingStats
+from assocmem.hijack.scoring import (collect, encode_pairs, plan_requests, score_plan, score_targets,
+                                    special_prefix)
 
 PROMPTS = [
     "The Eiffel Tower is located in the city of",
@@ -32,9 +37,9 @@ def _manual(lm, prompt: str, target: str, first_only: bool) -> float:
 @pytest.mark.parametrize("mode", ["first-token", "full-target"])
 def test_batched_equals_one_by_one_and_a_plain_forward(tiny_lms, arch, mode):
     lm = tiny_lms[arch]
-    batched = score_targets(lm, PROMPTS, TRUE, FALSE, mode=mode, batch_size=3)
+    batched = score_targets(lm, PROMPTS, TRUE, FALSE, mode=mode, batch_tokens=48)
     for i, (p, t, f) in enumerate(zip(PROMPTS, TRUE, FALSE)):
-        one_t, one_f = score_targets(lm, [p], [t], [f], mode=mode, batch_size=1)
+        one_t, one_f = score_targets(lm, [p], [t], [f], mode=mode, batch_tokens=1)
         assert abs(batched[0][i] - one_t[0]) < 1e-4 and abs(batched[1][i] - one_f[0]) < 1e-4
         ref_t = _manual(lm, p, t, first_only=mode == "first-token")
         ref_f = _manual(lm, p, f, first_only=mode == "first-token")
@@ -88,28 +93,95 @@ def test_empty_target_is_an_error(tiny_lms):
         score_targets(tiny_lms["llama"], ["Moscow is"], ["Berlin"], ["Rome"], mode="last-token")
 
 
-def test_padded_batches_off_the_cpu_use_eager_attention():
-    from assocmem.hijack.scoring import needs_eager_attention
-
-    uneven, even = [(1, 2, 3), (1, 2)], [(1, 2), (3, 4)]
-    assert not needs_eager_attention(torch.device("cpu"), uneven)
-    assert needs_eager_attention(torch.device("cuda:0"), uneven) and needs_eager_attention("meta", uneven)
-    assert not needs_eager_attention(torch.device("cuda:1"), even)
+WORDS = ("The Eiffel Tower is located in the city of Paris Do not think of Guam twin Moscow Berlin mother tongue "
+         "French English Spanish Tokyo Toyota piano jazz bishop speaks language born official capital").split()
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3"])
-def test_eager_attention_switches_back_and_scores_the_same(tiny_lms, arch):
-    from assocmem.models.llm import eager_attention
+def _sentence(draw_words) -> str:
+    return " ".join(draw_words) + "."
 
+
+@st.composite
+def _study(draw):
+    """One (record, scheme): a distractor sentence, a prompt, N, two targets (some multi-token)."""
+    words = st.lists(st.sampled_from(WORDS), min_size=1, max_size=6)
+    sentence = _sentence(draw(words))
+    prompt = " ".join(draw(words))
+    true = " ".join(draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=3)))
+    false = " ".join(draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=3)))
+    return sentence, prompt, draw(st.integers(0, 5)), true, false
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(studies=st.lists(_study(), min_size=1, max_size=3), mode=st.sampled_from(["first-token", "full-target"]),
+       row_tokens=st.sampled_from([1, 24, 64, 512]), batch_tokens=st.sampled_from([1, 80, 4096]))
+def test_packed_shared_prefix_equals_each_prompt_alone(tiny_lms, arch, studies, mode, row_tokens, batch_tokens):
+    """The engine's exactness bar: |Δ logp| ≤ 1e-5 against a plain forward of every prompt alone
+    (random sentence and prompt lengths, N, packing, both modes; gemma3's sliding window is 16 tokens,
+    so longer prompts exercise it)."""
     lm = tiny_lms[arch]
-    previous = lm.model.config._attn_implementation
-    lm.model.set_attn_implementation("sdpa")
-    try:
-        fused = score_targets(lm, PROMPTS, TRUE, FALSE, batch_size=5)
-        with eager_attention(lm.model):
-            assert lm.model.config._attn_implementation == "eager"
-            eager = score_targets(lm, PROMPTS, TRUE, FALSE, batch_size=5)
-        assert lm.model.config._attn_implementation == "sdpa"
-        assert torch.allclose(fused[0], eager[0], atol=1e-5) and torch.allclose(fused[1], eager[1], atol=1e-5)
-    finally:
-        lm.model.set_attn_implementation(previous)
+    prompts, trues, falses, groups, shared = [], [], [], [], []
+    for g, (sentence, prompt, N, true, false) in enumerate(studies):
+        for n in range(N + 1):
+            prompts.append(" ".join([sentence] * n + [prompt]))
+            shared.append(" ".join([sentence] * n))
+            trues.append(true)
+            falses.append(false)
+            groups.append(g)
+    plan = plan_requests(lm.tokenizer, prompts, trues, falses, mode, groups, shared)
+    stats = PackingStats()
+    got = collect(plan, score_plan(lm, plan, batch_tokens=batch_tokens, row_tokens=row_tokens, stats=stats))
+    assert stats.tokens_fed <= stats.tokens_one_by_one
+    for i, (p, t, f) in enumerate(zip(prompts, trues, falses)):
+        ref_t = _manual(lm, p, t, first_only=mode == "first-token")
+        ref_f = _manual(lm, p, f, first_only=mode == "first-token")
+        assert abs(got[0][i] - ref_t) <= 1e-5 and abs(got[1][i] - ref_f) <= 1e-5
+
+
+def test_sharing_saves_tokens_and_counts_items_that_cannot_share(tiny_lms):
+    lm = tiny_lms["llama"]
+    sentence, prompt = "Do not think of Guam.", "The Eiffel Tower is located in the city of"
+    prompts = [" ".join([sentence] * n + [prompt]) for n in range(6)]
+    shared = [" ".join([sentence] * n) for n in range(6)]
+    plan = plan_requests(lm.tokenizer, prompts, ["Paris"] * 6, ["Guam"] * 6, groups=[0] * 6, shared=shared)
+    segments, fallback = plan.segments()
+    assert len(segments) == 1 and fallback == []
+    assert segments[0].length < 0.6 * sum(len(r) for r in plan.requests)
+    # a "shared" text that the prompt does not start with: that item is laid out alone, still exact
+    wrong = shared[:3] + ["Do not think of Rome."] + shared[4:]
+    plan = plan_requests(lm.tokenizer, prompts, ["Paris"] * 6, ["Guam"] * 6, groups=[0] * 6, shared=wrong)
+    assert plan.segments()[1] == [3]
+    a = collect(plan, score_plan(lm, plan))
+    b = score_targets(lm, prompts, ["Paris"] * 6, ["Guam"] * 6)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+
+
+def test_mean_target_mode_is_the_sum_over_the_token_count(tiny_lms):
+    """ROME's rule: the mean per-token log-probability of " target"."""
+    lm = tiny_lms["llama"]
+    full = score_targets(lm, PROMPTS, TRUE, FALSE, mode="full-target")
+    mean = score_targets(lm, PROMPTS, TRUE, FALSE, mode="mean-target")
+    for i, (p, t, f) in enumerate(zip(PROMPTS, TRUE, FALSE)):
+        for j, target in enumerate((t, f)):
+            k = len(encode_pairs(lm.tokenizer, [p], [" " + target])[0][1])
+            assert abs(mean[j][i] - full[j][i] / k) < 1e-9
+            assert abs(mean[j][i] - _manual(lm, p, target, first_only=False) / k) < 1e-5
+
+
+def test_the_scorer_never_switches_to_eager_attention(tiny_lms, monkeypatch):
+    """Packed rows give no query an empty mask row, so fused SDPA is exact everywhere: the old
+    eager-attention work-around for left padding must not come back."""
+    lm = tiny_lms["gemma3"]
+    monkeypatch.setattr(type(lm.model), "set_attn_implementation",
+                        lambda self, name: pytest.fail(f"switched attention to {name}"))
+    lm.model.config._attn_implementation = "sdpa"
+    score_targets(lm, PROMPTS, TRUE, FALSE, batch_tokens=64, row_tokens=16)
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_a_zero_or_negative_token_budget_is_a_one_line_error(tiny_lms, bad):
+    with pytest.raises(ConfigError, match="--batch-tokens"):
+        score_targets(tiny_lms["llama"], PROMPTS, TRUE, FALSE, batch_tokens=bad)
+    with pytest.raises(ConfigError, match="--row-tokens"):
+        score_targets(tiny_lms["llama"], PROMPTS, TRUE, FALSE, row_tokens=bad)

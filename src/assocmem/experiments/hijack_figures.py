@@ -30,8 +30,7 @@ class HijackStudy:
     max_n: int  # n = 0..max_n prepended sentences
     relations: tuple[str, ...] | None = None  # None: every relation
     per_relation: int | None = None  # stratified sample size per relation (None: every record)
-    mode: str = "first-token"  # first-token | full-target
-    batch_size: int = 32
+    mode: str = "first-token"  # first-token | full-target | mean-target
     seed: int = 0  # of the stratified sample
 
 
@@ -61,7 +60,6 @@ class DiagnosticsStudy:
     records: int  # stratified sample size
     ns: tuple[int, ...] = (0, 1, 3)
     schemes: tuple[str, ...] = ("not-think",)
-    batch_size: int = 16
 
 
 def _lm(ctx: Context):
@@ -78,7 +76,7 @@ def _run_study(s: HijackStudy, ctx: Context) -> tuple[pd.DataFrame, dict]:
     from assocmem.hijack.run import HijackConfig, run_hijack
 
     config = HijackConfig(model=ctx.llm, schemes=s.schemes, max_n=s.max_n, relations=s.relations,
-                          per_relation=s.per_relation, mode=s.mode, batch_size=s.batch_size, device=str(ctx.device),
+                          per_relation=s.per_relation, mode=s.mode, device=str(ctx.device), dtype="float32",
                           counterfact=str(ctx.counterfact) if ctx.counterfact else None, skip_bad=True, seed=s.seed)
     lm = _lm(ctx)
     ctx.progress(0.05, f"scoring {', '.join(s.schemes)}")
@@ -291,7 +289,7 @@ def run_diagnostics(s: DiagnosticsStudy, ctx: Context) -> Result:
 
     config = DiagnoseConfig(model=ctx.llm, counterfact=str(ctx.counterfact) if ctx.counterfact else None,
                             records=s.records, ns=s.ns, schemes=s.schemes, device=str(ctx.device),
-                            batch_size=s.batch_size, skip_bad=True)
+                            dtype="float32", skip_bad=True)
     lm = _lm(ctx)
     ctx.progress(0.1, "tracing attention and logit lens")
     summary = run_diagnose(config, ctx.work_dir, lm=lm)
@@ -330,11 +328,11 @@ EXAMPLES = Examples(examples=(
             "Edwin of Northumbria's religion is not {target_false}."),
 ))
 
-SAMPLE_QUICK = HijackStudy(schemes=ALL_SCHEMES, max_n=5, per_relation=2, batch_size=32)
+SAMPLE_QUICK = HijackStudy(schemes=ALL_SCHEMES, max_n=5, per_relation=2)
 # Full: 200 records per relation (6,555 of the 21,919; every record of the 7 relations with fewer),
 # × 7 schemes × n = 0..10 ≈ 430k prompts (497 s on one H100), sized for one GPU; the paper used every record
 # (results/whole-counterfact: the sample's ES is within 0.008 of the whole file's for not-think and relation).
-SAMPLE_FULL = HijackStudy(schemes=ALL_SCHEMES, max_n=10, per_relation=200, batch_size=256)
+SAMPLE_FULL = HijackStudy(schemes=ALL_SCHEMES, max_n=10, per_relation=200)
 
 EXPERIMENTS = [
     Experiment("fig1", "Hijacking examples", "Fig. 1, §1", EXAMPLES, EXAMPLES, run_fig1, plot_fig1,
@@ -346,7 +344,7 @@ EXPERIMENTS = [
                uses_llm=True),
     Experiment("fig2b", "Hijacking with relation sentences, P190 (twin city)", "Fig. 2(b), §3",
                HijackStudy(schemes=("relation",), max_n=5, relations=("P190",), per_relation=30),
-               HijackStudy(schemes=("relation",), max_n=10, relations=("P190",), batch_size=256),
+               HijackStudy(schemes=("relation",), max_n=10, relations=("P190",)),
                run_fig2b, plot_fig2b, claims=("hijack-raises-es",), uses_llm=True),
     Experiment("appB-reverse", "Reverse hijacking: sentences that state or name the true target", "App. B, §5.5",
                View(("reverse", "reverse-not-think", "reverse-relation")),
@@ -355,8 +353,7 @@ EXPERIMENTS = [
     Experiment("appB-associated", "Hijacking with associated words (P1412, languages)", "App. B, §3",
                HijackStudy(schemes=("associated", "associated-reverse"), max_n=5, relations=("P1412",),
                            per_relation=30),
-               HijackStudy(schemes=("associated", "associated-reverse"), max_n=10, relations=("P1412",),
-                           batch_size=256),
+               HijackStudy(schemes=("associated", "associated-reverse"), max_n=10, relations=("P1412",)),
                run_associated, plot_associated, claims=("associated-hijacks",), uses_llm=True),
     Experiment("atlas", "Relation atlas: every relation × scheme × n", "extension of Fig. 2 (issue 7)",
                View(ALL_SCHEMES), View(ALL_SCHEMES), run_atlas, plot_atlas_all, requires=("hijack-sample",),

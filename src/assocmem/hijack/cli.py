@@ -76,10 +76,11 @@ def hijack(
     relations: Annotated[Optional[list[str]], typer.Option("--relations", help="Only these relation ids, e.g. --relations P190 P103.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Then the first LIMIT records (case_id order).")] = None,
     per_relation: Annotated[Optional[int], typer.Option("--per-relation", help="Stratified sample: at most this many records per relation.")] = None,
-    mode: Annotated[str, typer.Option(help="first-token | full-target (sum of the target's token log-probs).")] = "first-token",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per forward.")] = 32,
+    mode: Annotated[str, typer.Option(help="first-token | full-target (sum of the target's token log-probs) | mean-target (ROME's rule: mean per-token log-prob).")] = "first-token",
+    batch_tokens: Annotated[Optional[int], typer.Option("--batch-tokens", help="Tokens (not prompts) per forward: packed rows x row length. Default 2048 on CPU, 65536 on GPU.")] = None,
+    row_tokens: Annotated[int, typer.Option("--row-tokens", help="Length of a packed row (a record's prompts for every n share one segment; a longer segment gets a row of its own).")] = 512,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16.")] = "float32",
+    dtype: Annotated[str, typer.Option(help="auto (float32 on CPU; on GPU the checkpoint's own, bfloat16 for the bundled models) | float32 | bfloat16 | float16.")] = "auto",
     device_map: Annotated[Optional[str], typer.Option("--device-map", help="e.g. auto: spread a large model over GPUs.")] = None,
     max_memory: Annotated[Optional[str], typer.Option("--max-memory", help='With --device-map: cap per device, e.g. "0=20GiB,1=20GiB,cpu=64GiB".')] = None,
     counterfact: Annotated[Optional[Path], typer.Option(help="Local CounterFact JSON (official layout); default: download the official file.")] = None,
@@ -109,7 +110,7 @@ def hijack(
     config = HijackConfig(
         model=model, schemes=split_list(schemes) or (() if template else ("not-think", "relation")),
         max_n=max_n, relations=split_list(relations), limit=limit, per_relation=per_relation, mode=mode,
-        batch_size=batch_size, device=device, dtype=dtype, device_map=device_map, max_memory=max_memory,
+        batch_tokens=batch_tokens, row_tokens=row_tokens, device=device, dtype=dtype, device_map=device_map, max_memory=max_memory,
         counterfact=str(counterfact) if counterfact else None, template=template, skip_bad=skip_bad,
         seed=seed, chunk_size=chunk_size, trust_remote_code=trust_remote_code,
     )

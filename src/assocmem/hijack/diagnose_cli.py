@@ -43,15 +43,16 @@ class DiagnoseConfig:
     relations: tuple[str, ...] | None = None  # None = all relations in the file
     seed: int = 0                          # seeds the stratified sample
     device: str = "auto"
-    dtype: str = "float32"
-    batch_size: int = 32
+    dtype: str = "auto"                    # auto: float32 on CPU, the checkpoint's own dtype on GPU
+    batch_tokens: int | None = None        # tokens per packed forward; None: by device
     skip_bad: bool = False                 # skip (and count) records a scheme cannot build
     template: str | None = None            # the user template of scheme "template"
     top_k_gap: int = 64                    # eigen-gap searched among the top k singular values
 
     def __post_init__(self):
         check_int_range("--records", self.records, 1)
-        check_int_range("--batch-size", self.batch_size, 1)
+        if self.batch_tokens is not None:
+            check_int_range("--batch-tokens", self.batch_tokens, 1)
         check_int_range("--top-k-gap", self.top_k_gap, 1)
         if not self.ns:
             raise ConfigError("--n is invalid: give at least one n")
@@ -81,6 +82,7 @@ def stratified_sample(records, n: int, relations: Sequence[str] | None = None, s
 
 @dataclass
 class _Prompts:
+    case_id: list[int] = field(default_factory=list)
     scheme: list[str] = field(default_factory=list)
     n: list[int] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
@@ -112,6 +114,7 @@ def _build_prompts(lm, records, config: DiagnoseConfig) -> tuple[_Prompts, list[
             continue
         for (scheme, n, text, base), (true_id, false_id) in zip(built, ids):
             start, end = D.distractor_span(text, base)
+            out.case_id.append(rec.case_id)
             out.scheme.append(scheme)
             out.n.append(n)
             out.text.append(text)
@@ -156,7 +159,8 @@ def run_diagnose(config: DiagnoseConfig, out_dir: str | Path, lm=None) -> dict:
     for scheme in config.schemes:
         sel = [i for i, s in enumerate(prompts.scheme) if s == scheme]
         t = time.perf_counter()
-        trace = D.trace_last_position(lm, [prompts.text[i] for i in sel], batch_size=config.batch_size)
+        trace = D.trace_last_position(lm, [prompts.text[i] for i in sel], batch_tokens=config.batch_tokens,
+                                      groups=[prompts.case_id[i] for i in sel])
         t_trace += time.perf_counter() - t
         ns = [prompts.n[i] for i in sel]
         masks = {k: [v[i] for i in sel] for k, v in prompts.masks.items()}
@@ -260,7 +264,7 @@ def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str =
                relation_id: str = "user", template: str | None = None) -> list[TryRow]:
     """For n = 0..max_n: the hijacked prompt, its top-k next tokens, and P(target_true), P(target_false)
     (first token, or the whole target with mode="full-target") — the paper's Fig. 1 for one fact."""
-    from assocmem.hijack.schemes import build_prompt, get_scheme
+    from assocmem.hijack.schemes import get_scheme, prompt_parts
     from assocmem.hijack.scoring import score_targets
 
     check_int_range("--max-n", max_n, 0)
@@ -270,12 +274,13 @@ def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str =
     if names_subject and subject is None:
         raise ConfigError(f"--scheme={scheme!r} names the subject: pass --subject (a phrase of the prompt)")
     record = user_record(text, target_true, target_false, subject, relation_id)
-    prompts = [build_prompt(record, entry, n) for n in range(max_n + 1)]
-    trace = D.trace_last_position(lm, prompts, attention=False)
+    shared, prompts = zip(*[prompt_parts(record, entry, n) for n in range(max_n + 1)])
+    trace = D.trace_last_position(lm, prompts, attention=False, groups=[0] * len(prompts))
     logp = D.final_logprobs(lm, trace.resid)  # (prompt, d_vocab)
     top = logp.exp().topk(top_k, dim=-1)
     lp_true, lp_false = score_targets(lm, prompts, [record.target_true] * len(prompts),
-                                      [record.target_false] * len(prompts), mode=mode, batch_size=16)
+                                      [record.target_false] * len(prompts), mode=mode,
+                                      groups=[0] * len(prompts), shared=shared)
     rows = []
     for n, prompt in enumerate(prompts):
         tokens = [lm.tokenizer.decode([int(t)]) for t in top.indices[n]]
@@ -351,8 +356,8 @@ def diagnose_command(
     relations: list[str] | None = typer.Option(None, "--relations", help="relation ids (default: all)"),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto"),
-    dtype: str = typer.Option("float32"),
-    batch_size: int = typer.Option(32),
+    dtype: str = typer.Option("auto", help="auto (float32 on CPU, the checkpoint's dtype on GPU), float32, bfloat16"),
+    batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="tokens per packed forward (default: 2048 on CPU, 65536 on GPU)"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="skip and count records a scheme cannot build"),
     template: str | None = typer.Option(
         None, help='sentence of scheme "template", e.g. "{subject} is not {target_false}."'),
@@ -362,7 +367,7 @@ def diagnose_command(
     config = DiagnoseConfig(model=model, counterfact=counterfact, records=records,
                             ns=_ints("--n", _split(n) or ("0", "1", "3")),
                             schemes=_split(schemes) or ("not-think",), relations=_split(relations), seed=seed,
-                            device=device, dtype=dtype, batch_size=batch_size, skip_bad=skip_bad,
+                            device=device, dtype=dtype, batch_tokens=batch_tokens, skip_bad=skip_bad,
                             template=template)
     summary = run_diagnose(config, out)
     typer.echo(f"diagnose: {summary['prompts']} prompts from {summary['records']} records "
@@ -382,7 +387,7 @@ def try_command(
     mode: str = typer.Option("first-token", help="first-token or full-target probabilities"),
     top_k: int = typer.Option(5, help="how many next tokens to show"),
     device: str = typer.Option("auto"),
-    dtype: str = typer.Option("float32"),
+    dtype: str = typer.Option("auto", help="auto (float32 on CPU, the checkpoint's dtype on GPU), float32, bfloat16"),
 ) -> None:
     """Fig. 1 for one fact: per n, the hijacked prompt, the top next tokens and both targets' probabilities."""
     from assocmem.models.llm import load_causal_lm

@@ -29,7 +29,6 @@ read, and the final RMSNorm makes the lens blind to the overall scale.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from collections.abc import Sequence
@@ -41,52 +40,7 @@ import torch
 from torch import nn
 
 from assocmem.errors import ConfigError
-from assocmem.hijack.scoring import needs_eager_attention
-from assocmem.models.llm import eager_attention
-
-# Where the pieces of a decoder-only LM live, by attribute path (first match wins).
-_BLOCKS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers",
-           "model.language_model.layers", "transformer.layers", "transformer.blocks")
-_LN_FINAL = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm",
-             "model.language_model.norm", "model.final_layernorm", "transformer.norm_f", "transformer.norm")
-
-
-@dataclass(frozen=True)
-class LensParts:
-    """The modules the logit lens reads through, found generically by `find_parts`."""
-
-    blocks: nn.ModuleList        # the decoder blocks, in order
-    ln_final: nn.Module          # final norm applied before the unembedding
-    W_U: nn.Module               # unembedding (model.get_output_embeddings())
-    softcap: float | None        # config.final_logit_softcapping (Gemma 2/3), else None
-
-
-def _get_path(obj: object, path: str):
-    for name in path.split("."):
-        obj = getattr(obj, name, None)
-        if obj is None:
-            return None
-    return obj
-
-
-def find_parts(model: nn.Module) -> LensParts:
-    """Locate blocks, final norm and unembedding; a one-line ConfigError names what is missing."""
-    kind = type(model).__name__
-    blocks = next((b for b in (_get_path(model, p) for p in _BLOCKS) if isinstance(b, nn.ModuleList)), None)
-    if blocks is None:
-        raise ConfigError(f"diagnostics: unknown layer structure for {kind}: no decoder blocks at any of "
-                          f"{', '.join(_BLOCKS)}")
-    ln_final = next((m for m in (_get_path(model, p) for p in _LN_FINAL) if isinstance(m, nn.Module)), None)
-    if ln_final is None:
-        raise ConfigError(f"diagnostics: unknown layer structure for {kind}: no final norm at any of "
-                          f"{', '.join(_LN_FINAL)}")
-    W_U = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if W_U is None:
-        raise ConfigError(f"diagnostics: unknown layer structure for {kind}: get_output_embeddings() gives no "
-                          "unembedding")
-    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
-    return LensParts(blocks=blocks, ln_final=ln_final, W_U=W_U, softcap=softcap)
-
+from assocmem.models.anatomy import LensParts, device_of, find_parts  # noqa: F401  (LensParts re-exported)
 
 # ---------------------------------------------------------------------------------------------
 # Tokens: one encoding for the forward pass and for the masks, so positions always agree.
@@ -175,85 +129,49 @@ class LastPositionTrace:
     lengths: torch.Tensor            # (prompt,) number of tokens
 
 
-def _device_of(module: nn.Module, default: torch.device) -> torch.device:
-    p = next(module.parameters(), None)  # with device_map="auto" the norm may sit apart from W_U
-    return p.device if p is not None else default
-
-
 def _first_tensor(x):
     return x[0] if isinstance(x, (tuple, list)) else x
 
 
 @torch.inference_mode()
-def trace_last_position(lm, prompts: Sequence[str], batch_size: int = 16, attention: bool = True) -> LastPositionTrace:
+def trace_last_position(lm, prompts: Sequence[str], batch_tokens: int | None = None, attention: bool = True,
+                        groups: Sequence[object] | None = None) -> LastPositionTrace:
     """Run `lm` on `prompts` and keep the last position's residual stream and attention pattern.
 
-    Prompts are right-padded in length-sorted batches (the causal mask keeps pads out of real
-    positions' view, and positions stay 0..T-1 without position_ids) and the original order is
-    restored. The residual stream is captured with forward hooks on the blocks rather than
-    `output_hidden_states`, whose last entry is already normalised in transformers.
+    Through the scorer's packed engine (models.packing, models.packed_forward): prompts of one group
+    (e.g. one record × scheme at several n) share the sentences they repeat, every prompt keeps its
+    own positions, and the original order is kept. The residual stream is captured with forward
+    hooks on the blocks rather than `output_hidden_states`, whose last entry is already normalised
+    in transformers. Attention weights come from eager attention, the only kind that returns them.
     """
-    model, tokenizer = lm.model, lm.tokenizer
-    parts = find_parts(model)
-    body = model.base_model
-    device = model.get_input_embeddings().weight.device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = [_encode(tokenizer, p)[0] for p in prompts]
+    from assocmem.hijack.scoring import DEFAULT_ROW_TOKENS, pad_token, resolve_batch_tokens
+    from assocmem.models.packed_forward import forward_rows
+    from assocmem.models.packing import iter_layouts, plan_batches
+
+    encoded = [tuple(_encode(lm.tokenizer, p)[0]) for p in prompts]
     lengths = torch.tensor([len(e) for e in encoded])
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # longest first: OOM shows at once
-    n_layers = len(parts.blocks)
-    resid = [None] * len(prompts)
-    patterns = [None] * len(prompts)
-    captured: list[torch.Tensor] = []
-    last = torch.zeros(0, dtype=torch.long)
-
-    def grab(x):  # (batch, pos, d_model) -> (batch, d_model) at each prompt's last position
-        x = _first_tensor(x)
-        return x[torch.arange(x.shape[0], device=x.device), last.to(x.device)].float().cpu()
-
-    def pre_hook(module, args, kwargs):
-        captured.append(grab(args[0] if args else kwargs["hidden_states"]))
-
-    handles = [parts.blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)]
-    handles += [b.register_forward_hook(lambda m, a, out: captured.append(grab(out))) for b in parts.blocks]
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            # Attention weights exist only in eager attention; padded batches off the CPU run eagerly
-            # too, by the scorer's rule (fused kernels and padding, see models.llm.eager_attention).
-            eager = attention or needs_eager_attention(device, [encoded[i] for i in idx])
-            with eager_attention(model) if eager else contextlib.nullcontext():
-                T = max(len(encoded[i]) for i in idx)
-                input_ids = torch.full((len(idx), T), pad_id, dtype=torch.long)
-                attn_mask = torch.zeros((len(idx), T), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
-                    attn_mask[row, : len(encoded[i])] = 1
-                last = lengths[idx] - 1
-                captured.clear()
-                out = body(input_ids=input_ids.to(device), attention_mask=attn_mask.to(device),
-                           output_attentions=attention, use_cache=False)
-                stream = torch.stack(captured[: n_layers + 1], dim=1)  # (batch, layer+1, d_model)
-                if attention:
-                    if out.attentions is None or any(a is None for a in out.attentions):
-                        raise ConfigError(f"diagnostics: {type(model).__name__} returns no attention weights")
-                    rows = torch.arange(len(idx))
-                    # each (batch, head, query, key) -> the last real query: (batch, layer, head, key)
-                    pat = torch.stack([a[rows.to(a.device), :, last.to(a.device)].float().cpu()
-                                       for a in out.attentions], dim=1)
-                for row, i in enumerate(idx):
-                    resid[i] = stream[row]
-                    if attention:
-                        patterns[i] = pat[row, :, :, : len(encoded[i])]
-    finally:
-        for h in handles:
-            h.remove()
+    budget = resolve_batch_tokens(batch_tokens, lm.device)
+    plan = plan_batches(encoded, groups, None, budget, DEFAULT_ROW_TOKENS)
+    resid: list[torch.Tensor | None] = [None] * len(prompts)
+    T_max = int(lengths.max())
     pattern = None
-    if attention:
-        T_max = int(lengths.max())
-        pattern = torch.zeros(len(prompts), n_layers, patterns[0].shape[1], T_max)
-        for i, p in enumerate(patterns):
-            pattern[i, :, :, : p.shape[-1]] = p
+    for packed, members in iter_layouts(encoded, plan, pad_token(lm.tokenizer)):
+        reads = [packed.last_columns(i, 1) for i in members]
+        out = forward_rows(lm, packed, np.array([r for r, _ in reads]), np.concatenate([c for _, c in reads]),
+                           resid=True, attention=attention)
+        for k, i in enumerate(members):
+            resid[i] = out.resid[k].cpu()
+        if attention:
+            # each read query's weights over its own prompt's columns, in the prompt's token order
+            view = torch.zeros(len(members), T_max, dtype=torch.long)
+            for k, i in enumerate(members):
+                view[k, : len(encoded[i])] = torch.from_numpy(packed.columns(i, np.arange(len(encoded[i])))[1])
+            valid = torch.arange(T_max)[None, :] < lengths[members][:, None]             # (R, T_max)
+            per_layer = [a.cpu().gather(2, view[:, None, :].expand(-1, a.shape[1], -1)) * valid[:, None, :]
+                         for a in out.attention]                                     # each (R, head, T_max)
+            if pattern is None:
+                pattern = torch.zeros(len(prompts), len(per_layer), per_layer[0].shape[1], T_max)
+            pattern[members] = torch.stack(per_layer, dim=1)
     return LastPositionTrace(resid=torch.stack(resid), pattern=pattern, lengths=lengths)
 
 
@@ -272,7 +190,7 @@ def lens_logprobs(lm, resid: torch.Tensor, token_ids: torch.Tensor, chunk: int =
     ids = token_ids.repeat_interleave(L1, dim=0)  # (prompt*(layer+1), k)
     out = []
     for s in range(0, flat.shape[0], chunk):
-        x = parts.ln_final(flat[s:s + chunk].to(device=_device_of(parts.ln_final, device), dtype=dtype))
+        x = parts.ln_final(flat[s:s + chunk].to(device=device_of(parts.ln_final, device), dtype=dtype))
         logits = parts.W_U(x.to(device)).float()  # (chunk, d_vocab)
         if parts.softcap is not None:
             logits = torch.tanh(logits / parts.softcap) * parts.softcap
@@ -287,7 +205,7 @@ def final_logprobs(lm, resid: torch.Tensor) -> torch.Tensor:
     """(prompt, d_vocab) next-token log-probabilities from the last block's output (= the model's)."""
     parts = find_parts(lm.model)
     W = parts.W_U.weight
-    x = parts.ln_final(resid[:, -1].to(device=_device_of(parts.ln_final, W.device), dtype=W.dtype))
+    x = parts.ln_final(resid[:, -1].to(device=device_of(parts.ln_final, W.device), dtype=W.dtype))
     logits = parts.W_U(x.to(W.device)).float()
     if parts.softcap is not None:
         logits = torch.tanh(logits / parts.softcap) * parts.softcap
@@ -359,21 +277,21 @@ def lens_table(logp_true: torch.Tensor, logp_false: torch.Tensor, ns: Sequence[i
 
 
 def attention_to_distractors(lm, prompts: Sequence[str], distractor_masks: Sequence[torch.Tensor],
-                             ns: Sequence[int], batch_size: int = 16) -> pd.DataFrame:
+                             ns: Sequence[int], batch_tokens: int | None = None) -> pd.DataFrame:
     """Per layer and n, the attention mass the answer position puts on the distractor tokens (§5.4).
 
     `distractor_masks[i]` marks prompt i's distractor tokens (`distractor_token_mask`), `ns[i]` its
     number of prepended sentences. See `attention_table` for the columns.
     """
-    trace = trace_last_position(lm, prompts, batch_size=batch_size, attention=True)
+    trace = trace_last_position(lm, prompts, batch_tokens=batch_tokens, attention=True)
     return attention_table(trace, distractor_masks, ns)
 
 
 def logit_lens(lm, prompts: Sequence[str], target_true_ids: Sequence[int], target_false_ids: Sequence[int],
-               ns: Sequence[int], batch_size: int = 16) -> pd.DataFrame:
+               ns: Sequence[int], batch_tokens: int | None = None) -> pd.DataFrame:
     """Per layer and n, mean log P(target_true) and log P(target_false) read through the final norm
     and unembedding at the last position (layer 0 = embeddings, last = the model's own output)."""
-    trace = trace_last_position(lm, prompts, batch_size=batch_size, attention=False)
+    trace = trace_last_position(lm, prompts, batch_tokens=batch_tokens, attention=False)
     ids = torch.tensor([list(target_true_ids), list(target_false_ids)]).T
     logp = lens_logprobs(lm, trace.resid, ids)
     return lens_table(logp[..., 0], logp[..., 1], ns)

@@ -29,12 +29,13 @@ from assocmem.errors import ConfigError
 from assocmem.hijack import distributed as D
 from assocmem.hijack.counterfact import BadRecord, Record, load_counterfact, select_records
 from assocmem.hijack.metrics import decide, directions, rates
-from assocmem.hijack.schemes import Scheme, build_prompt, get_scheme, sentence
+from assocmem.hijack.schemes import Scheme, get_scheme, prompt_parts, sentence
 from assocmem.hijack.scoring import MODES, collect, encode_pairs, plan_requests, score_plan
 from assocmem.io import read_json, write_json
+from assocmem.models.packing import PackingStats
 
 # Fields that may change between a run and its resumption (they do not change what is computed).
-_RESUMABLE = ("batch_size", "device", "device_map", "max_memory")
+_RESUMABLE = ("batch_tokens", "row_tokens", "device", "device_map", "max_memory", "batch_size")  # batch_size: older folders
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,11 @@ class HijackConfig:
     relations: tuple[str, ...] | None = None   # keep only these relation ids (None: all)
     limit: int | None = None                   # then the first `limit` records in case_id order
     per_relation: int | None = None            # stratified sample: at most this many records per relation
-    mode: str = "first-token"                  # first-token | full-target (sum of the target's token log-probs)
-    batch_size: int = 32                       # prompts per forward
+    mode: str = "first-token"                  # first-token | full-target (sum of token log-probs) | mean-target (ROME)
+    batch_tokens: int | None = None            # tokens per forward (packed rows × row length); None: by device
+    row_tokens: int = 512                      # packed row length (a longer segment gets a row of its own)
     device: str = "auto"                       # auto | cpu | cuda | cuda:N
-    dtype: str = "float32"                     # float32 | bfloat16 | float16
+    dtype: str = "auto"                        # auto (float32 on CPU, the checkpoint's own on GPU) | float32 | bfloat16 | float16
     device_map: str | None = None              # e.g. "auto": shard a large model over GPUs (accelerate)
     max_memory: str | None = None              # with device_map: cap per device, "0=20GiB,1=20GiB,cpu=64GiB"
     counterfact: str | None = None             # path to the official-layout JSON; None: download the official file
@@ -74,7 +76,9 @@ class HijackConfig:
         for name in self.schemes:
             get_scheme(name, self.template)  # unknown name / bad template → ConfigError
         check_int_range("--max-n", self.max_n, 0)
-        check_int_range("--batch-size", self.batch_size, 1)
+        if self.batch_tokens is not None:
+            check_int_range("--batch-tokens", self.batch_tokens, 1)
+        check_int_range("--row-tokens", self.row_tokens, 1)
         check_int_range("--chunk-size", self.chunk_size, 1)
         check_int_range("--seed", self.seed, 0)
         if self.limit is not None:
@@ -82,9 +86,9 @@ class HijackConfig:
         if self.per_relation is not None:
             check_int_range("--per-relation", self.per_relation, 1)
         check_choice("--mode", self.mode, MODES)
-        from assocmem.runtime import resolve_dtype
+        from assocmem.runtime import check_dtype
 
-        resolve_dtype(self.dtype)
+        check_dtype(self.dtype)
         from assocmem.models.llm import check_max_memory, parse_max_memory
 
         check_max_memory(parse_max_memory(self.max_memory), self.device_map)
@@ -100,6 +104,24 @@ class WorkItem:
     scheme: str
     n: int
     prompt: str = field(repr=False)
+    shared: str = field(default="", repr=False)  # the prompt's n distractor sentences (shared with larger n)
+
+
+def work_items(pairs, max_n: int) -> list[WorkItem]:
+    """Every (record, scheme) pair at n = 0..max_n, in that order."""
+    items = []
+    for rec, scheme in pairs:
+        for n in range(max_n + 1):
+            shared, prompt = prompt_parts(rec, scheme, n)
+            items.append(WorkItem(rec, scheme.name, n, prompt, shared))
+    return items
+
+
+def plan_items(tokenizer, items: list[WorkItem], mode: str):
+    """The scoring plan of `items`: one packing group per (record, scheme), sharing its distractors."""
+    return plan_requests(tokenizer, [it.prompt for it in items], [it.record.target_true for it in items],
+                         [it.record.target_false for it in items], mode,
+                         groups=[(it.record.case_id, it.scheme) for it in items], shared=[it.shared for it in items])
 
 
 def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm=None, plot: bool = True) -> dict:
@@ -138,9 +160,8 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     n_chunks = (len(records) + config.chunk_size - 1) // config.chunk_size
     chunk_ids = {r.case_id: i // config.chunk_size for i, r in enumerate(records)}
     items_by_chunk: list[list[WorkItem]] = [[] for _ in range(n_chunks)]
-    for rec, scheme in pairs:
-        for n in range(config.max_n + 1):
-            items_by_chunk[chunk_ids[rec.case_id]].append(WorkItem(rec, scheme.name, n, build_prompt(rec, scheme, n)))
+    for item in work_items(pairs, config.max_n):
+        items_by_chunk[chunk_ids[item.record.case_id]].append(item)
     pending = [c for c in range(n_chunks) if not _chunk_path(chunk_dir, c).is_file()] if ctx.is_main else None
     pending = D.broadcast_object(ctx, pending)
 
@@ -152,8 +173,9 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         todo = sum(len(items_by_chunk[c]) for c in pending) // ctx.world_size
         bar = tqdm(total=todo, desc=f"hijack {lm.name}", unit="forward")
     for c in pending:
-        rows = _score_chunk(lm, items_by_chunk[c], config, ctx, bar)
-        if ctx.is_main:
+        rows, stats = _score_chunk(lm, items_by_chunk[c], config, ctx, bar)
+        if ctx.is_main:  # the stats first: the parquet marks the chunk as done
+            write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
             _write_parquet(rows, _chunk_path(chunk_dir, c))
     if bar is not None:
         bar.close()
@@ -164,7 +186,9 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
         _write_parquet(rows, out / "rows.parquet")
         summary = summarise(rows, config, lm.name, len(records), skipped)
-        summary["placement"] = {"processes": ctx.world_size, "model_devices": model_devices(lm.model)}
+        summary["placement"] = {"processes": ctx.world_size, "model_devices": model_devices(lm.model),
+                                "dtype": str(lm.dtype).removeprefix("torch.")}
+        summary["engine"] = _engine_stats(chunk_dir, n_chunks)
         write_json(out / "summary.json", summary)
         if plot and len(rows):
             from assocmem.hijack.plots import plot_rates
@@ -182,18 +206,35 @@ def model_devices(model) -> list[str]:
     return sorted({str(p.device) for p in model.parameters()})
 
 
-def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistContext, bar=None) -> pd.DataFrame | None:
-    """Score one chunk (this rank's share); on rank 0 return its rows, elsewhere None."""
-    plan = plan_requests(lm.tokenizer, [it.prompt for it in items], [it.record.target_true for it in items],
-                         [it.record.target_false for it in items], config.mode)
+def _engine_stats(chunk_dir: Path, n_chunks: int) -> dict:
+    """The packing counts of every chunk (scored now or in an earlier, resumed invocation), summed."""
+    total = PackingStats()
+    for c in range(n_chunks):
+        path = _chunk_path(chunk_dir, c).with_suffix(".engine.json")
+        if path.is_file():
+            d = read_json(path)
+            total.add(PackingStats(**{k: d[k] for k in PackingStats.__dataclass_fields__}))
+    return total.as_dict()
+
+
+def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistContext,
+                 bar=None) -> tuple[pd.DataFrame | None, PackingStats]:
+    """Score one chunk (this rank's share); on rank 0 return its rows and every rank's packing counts
+    summed, elsewhere (None, this rank's counts)."""
+    plan = plan_items(lm.tokenizer, items, config.mode)
     if bar is not None:
         bar.total += len(range(ctx.rank, len(plan.requests), ctx.world_size)) - len(items) // ctx.world_size
         bar.refresh()
-    mine = score_plan(lm, plan, batch_size=config.batch_size, shard=ctx.shard, bar=bar)
-    parts = D.gather_objects(ctx, mine)
+    stats = PackingStats()
+    mine = score_plan(lm, plan, batch_tokens=config.batch_tokens, row_tokens=config.row_tokens, shard=ctx.shard,
+                      bar=bar, stats=stats)
+    parts = D.gather_objects(ctx, (mine, stats))
     if not ctx.is_main:
-        return None
-    results = {k: v for part in parts for k, v in part.items()}
+        return None, stats
+    results = {k: v for part, _ in parts for k, v in part.items()}
+    stats = PackingStats()
+    for _, s in parts:
+        stats.add(s)
     logp_true, logp_false = collect(plan, results)
     hijacked, true_preferred = decide(logp_true, logp_false)
     return pd.DataFrame({
@@ -206,7 +247,7 @@ def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistCon
         "logp_false": logp_false.numpy(),
         "hijacked": hijacked.numpy(),
         "true_preferred": true_preferred.numpy(),
-    })
+    }), stats
 
 
 def summarise(rows: pd.DataFrame, config: HijackConfig, model_name: str, n_records: int,

@@ -154,13 +154,20 @@ def sentence(record: Record, scheme: Scheme) -> str:
     return scheme.sentence.format(**values)
 
 
-def build_prompt(record: Record, scheme: Scheme, n: int) -> str:
-    """n copies of the scheme's sentence, then the record's prompt, joined by single spaces."""
+def prompt_parts(record: Record, scheme: Scheme, n: int) -> tuple[str, str]:
+    """(the n distractor sentences, the whole prompt): the first is what the prompts for larger n
+    repeat, so the scorer can feed it once for every n (hijack.scoring)."""
     if not isinstance(n, int) or n < 0:
         raise ConfigError(f"n={n!r} is invalid: allowed an integer >= 0")
     if n == 0:
-        return record.filled_prompt
-    return " ".join([sentence(record, scheme)] * n + [record.filled_prompt])
+        return "", record.filled_prompt
+    distractors = " ".join([sentence(record, scheme)] * n)
+    return distractors, distractors + " " + record.filled_prompt
+
+
+def build_prompt(record: Record, scheme: Scheme, n: int) -> str:
+    """n copies of the scheme's sentence, then the record's prompt, joined by single spaces."""
+    return prompt_parts(record, scheme, n)[1]
 
 
 # Built-in entries (issue 3 and the appendix variants of issue 7).

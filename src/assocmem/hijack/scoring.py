@@ -4,46 +4,65 @@ The contract (as lm-evaluation-harness `loglikelihood`): for prompt p and target
 log P(" " + t | p) under the model, where the space belongs to the continuation and p is scored
 with the tokenizer's own special prefix (Gemma/Llama prepend BOS; GPT-2 adds nothing).
 
-    mode="first-token":  log P(first token of " "+t | p)            (one forward per prompt for BOTH
-                                                                     targets: same prefix, same logits)
-    mode="full-target":  sum_k log P(token_k of " "+t | p, tokens_<k)  (one forward per (prompt, target))
+    mode="first-token":  log P(first token of " "+t | p)              both targets read at one position
+    mode="full-target":  sum_k log P(token_k of " "+t | p, tokens_<k)  each target teacher-forced
+    mode="mean-target":  the same sum divided by the target's token count: ROME's efficacy rule
+                         (`test_batch_prediction` compares mean per-token NLLs)
 
 Tokenisation: context and continuation are tokenised together and split at the context's length
 (lm-eval `_encode_pair`), because tokenising " Paris" alone can differ from how it tokenises after
-the prompt. Batching: requests are sorted by length (longest first, so an out-of-memory shows on the
-first batch) and left-padded; position ids come from the attention mask, so a padded row gives the
-numbers of the same row alone; the original order is restored at the end (lm-eval `Collator`).
-Identical requests (e.g. n = 0 under every scheme) are scored once.
+the prompt. Identical requests (e.g. n = 0 under every scheme) are scored once.
+
+Engine: requests of one group (one record × scheme, all n) are packed as one segment, the longest
+request the trunk and every other one only its tokens past the prefix it shares with the trunk
+(`models.packing`); rows of segments go through the model in batches of at most `batch_tokens`
+tokens (`models.packed_forward`). The numbers are those of each prompt fed alone: positions are the
+prompt's own and a token sees exactly the tokens its prompt has before it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from assocmem.config import check_int_range
 from assocmem.errors import ConfigError, bad_option
-from assocmem.models.llm import eager_attention
+from assocmem.models.packed_forward import forward_rows, read_positions, token_logprobs
+from assocmem.models.packing import PackingStats, Segment, iter_layouts, plan_batches, share_prefixes
 
-MODES = ("first-token", "full-target")
+MODES = ("first-token", "full-target", "mean-target")
+# Tokens per forward when --batch-tokens is not given, by device type: the CPU gains nothing from more,
+# a GPU needs tens of thousands to fill its matrix units.
+DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
+DEFAULT_ROW_TOKENS = 512
 
 
 @dataclass
 class ScoringPlan:
-    """Deduplicated forward passes for N (prompt, target_true, target_false) triples.
+    """Deduplicated requests for N (prompt, target_true, target_false) triples.
 
     requests[r]  token ids fed to the model (prefix + context [+ continuation minus its last token])
     gathers[r]   continuations scored at the end of request r: each a tuple of token ids whose
                  log-probs are read at the last len(g) positions and summed
+    groups[r]    packing key: requests with one key share their common prefix in one segment
+    expected[r]  tokens request r must share with its group's trunk to be packed (else it is laid
+                 out alone, and counted in `fallback`)
     index[i][j]  (r, g) for triple i, target j (0 = true, 1 = false)
     """
 
     requests: list[tuple[int, ...]] = field(default_factory=list)
     gathers: list[list[tuple[int, ...]]] = field(default_factory=list)
+    groups: list[Hashable] = field(default_factory=list)
+    expected: list[int] = field(default_factory=list)
     index: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+    mode: str = "first-token"
+
+    def segments(self) -> tuple[list[Segment], list[int]]:
+        """(segments, requests that fell back to their own segment)."""
+        return share_prefixes(self.requests, self.groups, self.expected)
 
 
 def special_prefix(tokenizer) -> list[int]:
@@ -75,8 +94,15 @@ def encode_pairs(tokenizer, contexts: Sequence[str], continuations: Sequence[str
 
 
 def plan_requests(tokenizer, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
-                  mode: str = "first-token") -> ScoringPlan:
-    """Tokenise and deduplicate; ConfigError naming the item if a target is empty or tokenizes to nothing."""
+                  mode: str = "first-token", groups: Sequence[Hashable] | None = None,
+                  shared: Sequence[str] | None = None) -> ScoringPlan:
+    """Tokenise and deduplicate; ConfigError naming the item if a target is empty or tokenizes to nothing.
+
+    groups[i]: packing key of triple i (e.g. (case_id, scheme)); None: every prompt alone.
+    shared[i]: the leading text of prompt i that its group's longest prompt repeats (the distractor
+    sentences, "" for n = 0). Checked here, item by item: the prompt's ids must start with that text's
+    ids, else the item is laid out alone (the one-prompt path).
+    """
     if mode not in MODES:
         raise bad_option("--mode", mode, "one of " + ", ".join(MODES))
     if not (len(prompts) == len(targets_true) == len(targets_false)):
@@ -87,135 +113,144 @@ def plan_requests(tokenizer, prompts: Sequence[str], targets_true: Sequence[str]
         if not str(t).strip():
             raise ConfigError(f"target {t!r} of item {i % max(n, 1)} is empty")
     pairs = encode_pairs(tokenizer, list(prompts) * 2, [" " + str(t).strip() for t in list(targets_true) + list(targets_false)])
-    plan, req_of = ScoringPlan(), {}
+    expected = _expected_shared(tokenizer, pairs[:n], shared, len(prefix))
+    plan, req_of = ScoringPlan(mode=mode), {}
 
-    def add(ids: tuple[int, ...], gather: tuple[int, ...]) -> tuple[int, int]:
+    def add(ids: tuple[int, ...], gather: tuple[int, ...], group: Hashable, shares: int) -> tuple[int, int]:
         r = req_of.setdefault(ids, len(plan.requests))
         if r == len(plan.requests):
             plan.requests.append(ids)
             plan.gathers.append([])
+            plan.groups.append(group)
+            plan.expected.append(shares)
         if gather not in plan.gathers[r]:
             plan.gathers[r].append(gather)
         return r, plan.gathers[r].index(gather)
 
     for i in range(n):
         slots = []
+        group = groups[i] if groups is not None else ("item", i)
         for j, (ctx, cont) in enumerate((pairs[i], pairs[n + i])):
             if not cont:
                 which = ("target_true", "target_false")[j]
                 raise ConfigError(f"{which} {(targets_true, targets_false)[j][i]!r} of item {i} tokenizes to nothing")
             if mode == "first-token":
-                slots.append(add(tuple(prefix + ctx), (cont[0],)))
+                slots.append(add(tuple(prefix + ctx), (cont[0],), group, expected[i]))
             else:  # feed context + continuation minus its last token; read len(cont) positions
-                slots.append(add(tuple(prefix + ctx + cont[:-1]), tuple(cont)))
+                slots.append(add(tuple(prefix + ctx + cont[:-1]), tuple(cont), group, expected[i]))
         plan.index.append((slots[0], slots[1]))
     return plan
 
 
-def score_plan(lm, plan: ScoringPlan, batch_size: int = 32, progress: bool = False,
-               shard: tuple[int, int] = (0, 1), bar=None) -> dict[int, list[float]]:
-    """Run the forwards of `plan` (this rank's share: every world-th request after the length sort).
+def _expected_shared(tokenizer, pairs, shared: Sequence[str] | None, n_prefix: int) -> list[int]:
+    """Per item: prefix + the shared text's tokens, or a length no request reaches (not packable) when
+    the prompt's own ids do not start with them."""
+    if shared is None:
+        return [n_prefix] * len(pairs)
+    texts = [s.rstrip() for s in shared]
+    ids = tokenizer([t for t in texts if t], add_special_tokens=False)["input_ids"] if any(texts) else []
+    out, k = [], 0
+    for (ctx, _), text in zip(pairs, texts):
+        if not text:
+            out.append(n_prefix)
+            continue
+        s = ids[k]
+        k += 1
+        out.append(n_prefix + len(s) if ctx[:len(s)] == list(s) else 1 << 30)
+    return out
+
+
+def resolve_batch_tokens(batch_tokens: int | None, device) -> int:
+    """--batch-tokens, or the default for the device type."""
+    if batch_tokens is None:
+        return DEFAULT_BATCH_TOKENS.get(torch.device(device).type, DEFAULT_BATCH_TOKENS["cuda"])
+    check_int_range("--batch-tokens", batch_tokens, 1)
+    return batch_tokens
+
+
+def score_plan(lm, plan: ScoringPlan, batch_tokens: int | None = None, row_tokens: int = DEFAULT_ROW_TOKENS,
+               progress: bool = False, shard: tuple[int, int] = (0, 1), bar=None,
+               stats: PackingStats | None = None) -> dict[int, list[float]]:
+    """Run the forwards of `plan` (this rank's share: every world-th segment, longest first).
 
     Returns {request index: [summed log-prob per gather]}. `bar`: an outer tqdm bar to advance
-    (per request) instead of a bar of its own.
+    (per request) instead of a bar of its own; `stats`: a PackingStats to add this call's counts to.
     """
-    if batch_size < 1:
-        raise bad_option("--batch-size", batch_size, "an integer >= 1")
-    rank, world = shard
-    # Longest first: similar lengths share a batch (little padding), and memory peaks on batch one.
-    order = sorted(range(len(plan.requests)), key=lambda r: (-len(plan.requests[r]), r))[rank::world]
-    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
-    out: dict[int, list[float]] = {}
+    budget = resolve_batch_tokens(batch_tokens, lm.device)
+    check_int_range("--row-tokens", row_tokens, 1)
+    batches = plan_batches(plan.requests, plan.groups, plan.expected, budget, row_tokens, shard)
+    if stats is not None:
+        stats.add(batches.stats)
     own_bar = progress and bar is None
     if own_bar:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(order), desc="scoring", unit="prompt", leave=False)
-    for batch in batches:
-        requests = [plan.requests[r] for r in batch]
-        with eager_attention(lm.model) if needs_eager_attention(lm.device, requests) else contextlib.nullcontext():
-            sums = _score_batch(lm, requests, [plan.gathers[r] for r in batch])
-        for r, s in zip(batch, sums):
-            out[r] = s
+        bar = tqdm(total=batches.stats.requests, desc="scoring", unit="prompt", leave=False)
+    out: dict[int, list[float]] = {}
+    for packed, members in iter_layouts(plan.requests, batches, pad_token(lm.tokenizer)):
+        out.update(_score_rows(lm, plan, packed, members))
         if bar is not None:
-            bar.update(len(batch))
+            bar.update(len(members))
     if own_bar:
         bar.close()
     return out
 
 
+def pad_token(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def _score_rows(lm, plan: ScoringPlan, packed, members: list[int]) -> dict[int, list[float]]:
+    """One packed forward: every gather of every member request, summed per gather."""
+    counts = [max(len(g) for g in plan.gathers[r]) for r in members]
+    read_r, read_c = read_positions(packed, members, counts)
+    # Each gather g of request r reads the last len(g) of r's read positions, one token each.
+    read_idx, tokens, which = [], [], []
+    start, n_gathers = 0, 0
+    for r, k in zip(members, counts):
+        for g in plan.gathers[r]:
+            read_idx.extend(range(start + k - len(g), start + k))
+            tokens.extend(g)
+            which.extend([n_gathers] * len(g))
+            n_gathers += 1
+        start += k
+    hidden = forward_rows(lm, packed, read_r, read_c).hidden
+    logp = token_logprobs(lm, hidden, torch.tensor(read_idx), torch.tensor(tokens))
+    sums = torch.zeros(n_gathers, dtype=torch.float64, device=logp.device)
+    sums.index_add_(0, torch.tensor(which, device=logp.device), logp)
+    sums = sums.tolist()
+    out, s = {}, 0
+    for r in members:
+        out[r] = sums[s:s + len(plan.gathers[r])]
+        s += len(plan.gathers[r])
+    return out
+
+
 def collect(plan: ScoringPlan, results: dict[int, list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logp_true, logp_false), each (N,), in the original order of the triples."""
-    vals = torch.tensor([[results[r][g] for (r, g) in pair] for pair in plan.index], dtype=torch.float64)
+    """(logp_true, logp_false), each (N,), in the original order of the triples; in mean-target mode
+    each sum is divided by its target's token count."""
+    def value(r: int, g: int) -> float:
+        total = results[r][g]
+        return total / len(plan.gathers[r][g]) if plan.mode == "mean-target" else total
+
+    vals = torch.tensor([[value(r, g) for (r, g) in pair] for pair in plan.index], dtype=torch.float64)
     vals = vals.reshape(len(plan.index), 2)
     return vals[:, 0].clone(), vals[:, 1].clone()
 
 
 def score_targets(lm, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
-                  mode: str = "first-token", batch_size: int = 32, progress: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log P(" "+target_true | prompt) and log P(" "+target_false | prompt), each a float64 tensor (N,)."""
-    plan = plan_requests(lm.tokenizer, prompts, targets_true, targets_false, mode)
-    return collect(plan, score_plan(lm, plan, batch_size=batch_size, progress=progress))
+                  mode: str = "first-token", batch_tokens: int | None = None, progress: bool = False,
+                  groups: Sequence[Hashable] | None = None, shared: Sequence[str] | None = None,
+                  row_tokens: int = DEFAULT_ROW_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+    """log P(" "+target_true | prompt) and log P(" "+target_false | prompt), each a float64 tensor (N,).
 
-
-def needs_eager_attention(device: torch.device, requests: Sequence[Sequence[int]]) -> bool:
-    """True for a left-padded batch (uneven lengths) off the CPU.
-
-    Left padding leaves the pad queries nothing to attend to; on CUDA the fused SDPA kernels then
-    corrupt the whole batch (models.llm.eager_attention has the measurement), so such batches run
-    with eager attention there. Even batches and the CPU keep the model's own (faster) attention.
+    `groups` / `shared` let prompts that repeat each other's leading sentences share them (see
+    `plan_requests`); the numbers do not depend on them.
     """
-    return torch.device(device).type != "cpu" and len({len(q) for q in requests}) > 1
+    plan = plan_requests(lm.tokenizer, prompts, targets_true, targets_false, mode, groups, shared)
+    return collect(plan, score_plan(lm, plan, batch_tokens=batch_tokens, row_tokens=row_tokens, progress=progress))
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-@torch.inference_mode()
-def _score_batch(lm, requests: list[tuple[int, ...]], gathers: list[list[tuple[int, ...]]]) -> list[list[float]]:
-    model = lm.model
-    device = lm.device
-    B, T = len(requests), max(len(r) for r in requests)
-    K = max(len(g) for gs in gathers for g in gs)           # positions to read, counted from the end
-    pad_id = lm.tokenizer.pad_token_id
-    pad_id = 0 if pad_id is None else pad_id
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((B, T), dtype=torch.long)
-    for b, ids in enumerate(requests):                       # left padding: every row ends at T - 1
-        input_ids[b, T - len(ids):] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[b, T - len(ids):] = 1
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): 0.. from each row's first real token
-    kwargs = dict(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                  position_ids=position_ids.to(device), use_cache=False)
-    if _accepts_logits_to_keep(model):
-        logits = model(**kwargs, logits_to_keep=K).logits    # (B, K, V)
-    else:
-        logits = model(**kwargs).logits[:, -K:]              # (B, K, V)
-    logits = logits.float()
-    log_z = torch.logsumexp(logits, dim=-1)                  # (B, K)
-    # Every scored token as (row, position, token id, which gather): gather once, sum per gather.
-    rows, pos, tok, seg = [], [], [], []
-    seg_count = 0
-    for b, gs in enumerate(gathers):
-        for g in gs:
-            k = len(g)
-            rows += [b] * k
-            pos += range(K - k, K)
-            tok += g
-            seg += [seg_count] * k
-            seg_count += 1
-    rows_t, pos_t, tok_t = (torch.tensor(x, device=logits.device) for x in (rows, pos, tok))
-    token_logp = (logits[rows_t, pos_t, tok_t] - log_z[rows_t, pos_t]).double()
-    sums = torch.zeros(seg_count, dtype=torch.float64, device=logits.device)
-    sums.index_add_(0, torch.tensor(seg, device=logits.device), token_logp)
-    sums = sums.tolist()
-    out, s = [], 0
-    for gs in gathers:
-        out.append(sums[s:s + len(gs)])
-        s += len(gs)
-    return out
+def token_counts(plan: ScoringPlan) -> np.ndarray:
+    """(N, 2) number of target tokens each triple's two scores cover (1 in first-token mode)."""
+    return np.array([[len(plan.gathers[r][g]) for (r, g) in pair] for pair in plan.index], dtype=np.int64)

@@ -31,6 +31,9 @@ from assocmem.errors import ConfigError, bad_option
 from assocmem.runtime import resolve_device, resolve_dtype
 
 BUNDLED = ("gemma3-270m", "smollm2-135m")
+# The dtype the bundled models were trained and released in (their GGUFs are de-quantised to float32):
+# what --dtype auto takes for them on a GPU.
+NATIVE_DTYPE = {"gemma3-270m": "bfloat16", "smollm2-135m": "bfloat16"}
 TINY_ARCHS = ("gpt2", "llama", "gemma3")
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -49,6 +52,10 @@ class LoadedLM:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
 
 _MEMORY = re.compile(r"^\s*(\d+|cpu|disk)\s*=\s*(\d+(\.\d+)?\s*[KMGT]i?B)\s*$", re.IGNORECASE)
@@ -74,27 +81,6 @@ def check_max_memory(max_memory: dict[int | str, str] | None, device_map: str | 
         raise ConfigError("--max-memory needs --device-map (e.g. --device-map auto)")
 
 
-@contextlib.contextmanager
-def eager_attention(model: torch.nn.Module):
-    """Run `model` with transformers' eager attention inside the block, then restore its own.
-
-    Needed for attention weights (only eager returns them), and for left-padded batches off the CPU:
-    there the pad queries' mask rows are all False, and torch's fused SDPA kernels on CUDA give
-    wrong logits for the *whole* batch (seen on an H100: a 4-prompt batch whose every row differed
-    from the CPU, three rows identical; transformers issue #47651). Eager attention masks with the
-    dtype's minimum instead of -inf and is exact there.
-    """
-    previous = getattr(model.config, "_attn_implementation", None)
-    if previous in ("eager", None) or not hasattr(model, "set_attn_implementation"):
-        yield
-        return
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
-
-
 def cache_root() -> Path:
     """User cache for downloads and de-quantised models."""
     return Path(os.environ.get("ASSOCMEM_CACHE_DIR") or Path.home() / ".cache" / "assocmem")
@@ -103,20 +89,28 @@ def cache_root() -> Path:
 def load_causal_lm(
     spec: str = "gemma3-270m",
     device: str = "auto",
-    dtype: str = "float32",
+    dtype: str = "auto",
     device_map: str | None = None,
     trust_remote_code: bool = False,
     max_memory: dict[int | str, str] | None = None,
 ) -> LoadedLM:
     """Load `spec` (see the module docstring) in eval mode on `device` (ignored with `device_map`).
 
+    `dtype="auto"`: float32 on the CPU; on a GPU (or with `device_map`) the checkpoint's own dtype
+    (bfloat16 for the bundled models, the config's `dtype` for a hub or local model).
+
     `max_memory` ({0: "20GiB", 1: "20GiB", "cpu": "64GiB"}) caps what `device_map` puts on each
     device, accelerate's own argument: a model is then split even where it would fit on one GPU.
     """
     check_max_memory(max_memory, device_map)
-    torch_dtype = resolve_dtype(dtype)
     dev = None if device_map else resolve_device(device)
     spec = str(spec).strip()
+    on_cpu = dev is not None and dev.type == "cpu"
+    if dtype == "auto":
+        native = "float32" if spec.startswith("tiny-random-") else NATIVE_DTYPE.get(spec, "auto")
+        torch_dtype = torch.float32 if on_cpu else native if native == "auto" else resolve_dtype(native)
+    else:
+        torch_dtype = resolve_dtype(dtype)
     if spec.startswith("tiny-random-"):
         arch = spec[len("tiny-random-"):]
         lm = tiny_random_lm(arch)
