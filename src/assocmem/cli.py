@@ -3,6 +3,7 @@
     assocmem lca train ...          (assocmem.lca.cli)
     assocmem hijack ...             (assocmem.hijack.cli)
     assocmem reproduce ...          (assocmem.experiments.cli)
+    assocmem verify DIR             (assocmem.hijack.verify)
 
 Every user-facing error is a ConfigError, printed here on one line (exit status 2).
 """
@@ -26,11 +27,13 @@ app = typer.Typer(
 def _register() -> None:
     from assocmem.experiments.cli import register as register_reproduce
     from assocmem.hijack.cli import app as hijack_app
+    from assocmem.hijack.cli import verify_command
     from assocmem.lca.cli import app as lca_app
 
     app.add_typer(lca_app, name="lca", help="Latent concept association: train and analyse one-layer transformers.")
     app.add_typer(hijack_app, name="hijack", help="Context hijacking of causal LMs on CounterFact.")
     register_reproduce(app)
+    app.command("verify")(verify_command)
 
 
 _register()
@@ -39,7 +42,7 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns a command's typer.Exit code here
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             err.show()
             return err.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _usage_error_types() -> tuple[type[Exception], ...]:

@@ -95,3 +95,16 @@ def test_lca_explanations_read_the_stored_rows():
         {"setting": "m=8, d=16, Gaussian init", "quantity": gap, "ours": 1.0, "err": 0.0},
         {"setting": "m=8, d=16, trained W_E", "quantity": "singular values above the gap", "ours": 7.0, "err": 0.0}]}
     assert "d=16: ×1.40 (trained gap 1.40 ± 0.20)" in explain_spectra(spectra)
+
+
+def test_a_damaged_cached_folder_is_recomputed_and_said_so(tmp_path, calls, make, capsys):
+    reproduce("quick", None, "cpu", tmp_path, registry=make())
+    calls.clear()
+    (tmp_path / "gamma" / "line.png").write_bytes(b"")                 # a figure may be anything
+    (tmp_path / "alpha" / "extra.json").write_text("{half a json")     # a table that does not read back
+    summary = reproduce("quick", None, "cpu", tmp_path, registry=make())
+    assert _statuses(summary) == {"alpha": "ran", "beta": "cached", "gamma": "cached"}
+    assert "alpha: the cached folder is damaged (extra.json unreadable" in capsys.readouterr().err
+    (tmp_path / "beta" / "result.json").write_text("[]")               # a result that is no result
+    summary = reproduce("quick", None, "cpu", tmp_path, registry=make())
+    assert _statuses(summary)["beta"] == "ran"

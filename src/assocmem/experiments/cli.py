@@ -83,6 +83,9 @@ class _RichDisplay:
         desc = f"  {self.exp_id}" + (f": {text}" if text else "")
         self.progress.update(self.current, completed=min(max(fraction, 0.0), 1.0), description=desc)
 
+    def say(self, line: str) -> None:
+        self.progress.console.print(f"warning: {line}")
+
     def finish(self, outcome) -> None:
         self.progress.update(self.overall, advance=1, description=f"experiments ({self.index + 1}/{self.total})")
         self.progress.update(self.current, visible=False)

@@ -54,26 +54,62 @@ def settings_hash(exp: Experiment, profile: str, llm: str, counterfact: Path | N
     key: dict[str, Any] = {"id": exp.id, "version": exp.version, "settings": to_dict(exp.settings(profile)),
                            "requires": dict(sorted(required.items()))}
     if exp.uses_llm:
-        key["llm"] = llm
+        key["llm"] = _model_identity(llm)
         key["counterfact"] = _file_identity(counterfact)
     blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _file_identity(path: Path | None) -> str:
+    """The CounterFact file by its content (sha256), as run folders record it."""
+    from assocmem.provenance import sha256_file
+
     if path is None:
         return "loader-default"
-    path = Path(path)
-    size = path.stat().st_size if path.exists() else -1
-    return f"{path.name}:{size}"
+    return sha256_file(path) if Path(path).is_file() else f"missing:{path}"
+
+
+def _model_identity(llm: str) -> str:
+    """The model spec plus, where known without loading it, its weights' hash."""
+    from assocmem.provenance import model_fingerprint
+
+    fp = model_fingerprint(llm)
+    return f"{llm}@{fp['sha256']}" if "sha256" in fp else llm
 
 
 def cached_hash(folder: Path) -> str | None:
     """The settings hash stored in a finished folder, or None."""
     try:
         return read_json(folder / RESULT_FILE)["hash"]
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, TypeError):
         return None
+
+
+def folder_damage(folder: Path) -> str | None:
+    """Why a finished folder cannot be trusted (a file that does not read back), or None.
+
+    Every table, JSON and weights file in it is opened: parquet metadata, JSON parsed, safetensors
+    header; what fails is named, and the experiment is re-computed."""
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        try:
+            if path.suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                pq.read_metadata(path)
+            elif path.suffix == ".json":
+                read_json(path)
+            elif path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt") as fh:
+                    fh.keys()
+            elif path.suffix == ".csv":
+                path.read_text()
+        except Exception as err:  # noqa: BLE001  (any failure to read back is damage)
+            return f"{path.relative_to(folder)} unreadable ({type(err).__name__})"
+    return None
 
 
 def run_experiments(
@@ -110,9 +146,11 @@ def run_experiments(
         failed_inputs = [r for r in exp.requires if outcomes[r].status == "failed"]
         if failed_inputs:
             outcome = Outcome(exp.id, "failed", folder, 0.0, f"requires {', '.join(failed_inputs)}, which failed")
-        elif cached_hash(folder) == digest:
+        elif cached_hash(folder) == digest and not (damage := folder_damage(folder)):
             outcome = Outcome(exp.id, "cached", folder, float(read_json(folder / RESULT_FILE)["wall_s"]))
         else:
+            if cached_hash(folder) == digest:
+                _say(display, f"{exp.id}: the cached folder is damaged ({damage}); re-computing it")
             ctx = Context(device=device, work_dir=out_dir / ".partial" / f"{exp.id}-{digest}", llm=llm,
                           counterfact=counterfact, inputs={r: out_dir / r for r in exp.requires}, shared=shared,
                           progress=display.update if display is not None else Context.progress)
@@ -121,6 +159,16 @@ def run_experiments(
         if display is not None:
             display.finish(outcome)
     return [outcomes[exp.id] for exp in experiments]
+
+
+def _say(display: Any | None, line: str) -> None:
+    """A line for the user: through the display when there is one, else on stderr."""
+    if display is not None and hasattr(display, "say"):
+        display.say(line)
+    else:
+        import sys
+
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _run_one(exp: Experiment, profile: str, digest: str, ctx: Context, folder: Path) -> Outcome:

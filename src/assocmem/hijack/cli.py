@@ -20,6 +20,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from assocmem.config import check_int_range
 from assocmem.errors import ConfigError
 
 MULTI_OPTIONS = ("--schemes", "--relations")
@@ -127,6 +128,33 @@ def _print_summary(summary: dict, out: Path) -> None:
                      f"({h['moves']}), true_preferred_share {t['from']:.3f}→{t['to']:.3f} ({t['moves']})")
     lines.append(f"wrote {out}/rows.parquet, summary.json, rates.png")
     typer.echo("\n".join(lines))
+
+
+def verify_command(
+    folder: Annotated[Path, typer.Argument(help="A run folder (config.json + rows.parquet), or a folder holding several (a reproduce output).")],
+    sample: Annotated[int, typer.Option(help="Rows re-computed per run folder (a seeded random sample).")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    counterfact: Annotated[Optional[Path], typer.Option(help="The CounterFact file, where it is not at the recorded path (its sha256 must match).")] = None,
+    tolerance: Annotated[float, typer.Option(help="Largest |Δ log-prob| counted as agreeing (float32 across CPU/GPU: ~1e-4).")] = 1e-3,
+) -> None:
+    """Re-compute a random sample of a finished run's rows with its recorded fingerprints; count agreements."""
+    from assocmem.config import check_float_range
+    from assocmem.hijack.verify import run_folders, verify_run
+
+    check_int_range("--sample", sample, 1)
+    check_float_range("--tolerance", tolerance, 0.0)
+    failed, models = 0, {}
+    for run in run_folders(folder):
+        r = verify_run(run, sample=sample, seed=seed, device=device, counterfact=str(counterfact) if counterfact else None,
+                       tolerance=tolerance, models=models)
+        ok = r["same_decisions"] == r["rows_checked"] == r["within_tolerance"]
+        failed += not ok
+        typer.echo(f"{'ok  ' if ok else 'FAIL'} {run}: {r['same_decisions']}/{r['rows_checked']} same decisions, "
+                   f"{r['within_tolerance']}/{r['rows_checked']} within {tolerance:g}, max |Δ logp| {r['max_abs_dlogp']:.1e} "
+                   f"({r['model']}, {r['device']}, {r['dtype']}; fingerprints {r['fingerprints']})")
+    if failed:
+        raise typer.Exit(1)
 
 
 def _register_subcommands() -> None:

