@@ -8,7 +8,7 @@
                   each prompt one row, 2D attention mask, logits at each row's last real position
                   (first-token mode only).
 
-Both take the scorer's ScoringPlan and return {request: [summed log-prob per gather]} like
+Both take the scorer's ScoringPlan and return {request: [(sum, first token) log-prob per gather]} like
 `assocmem.hijack.scoring.score_plan`, so the three are compared on the same requests.
 """
 
@@ -42,7 +42,8 @@ def _gather(plan: ScoringPlan, batch: list[int], logp: torch.Tensor) -> dict[int
     K = logp.shape[1]
     out = {}
     for b, r in enumerate(batch):
-        out[r] = [sum(float(logp[b, K - len(g) + k, t]) for k, t in enumerate(g)) for g in plan.gathers[r]]
+        out[r] = [(sum(float(logp[b, K - len(g) + k, t]) for k, t in enumerate(g)), float(logp[b, K - len(g), g[0]]))
+                  for g in plan.gathers[r]]
     return out
 
 

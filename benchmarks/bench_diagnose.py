@@ -75,10 +75,10 @@ def main() -> None:
     records = stratified_sample(load_counterfact(args.counterfact).records, args.records)
     prompts = [build_prompt(r, get_scheme("not-think"), n) for r in records for n in args.n][: args.baseline_prompts]
     t = time.perf_counter()
-    batched = D.trace_last_position(lm, prompts, batch_size=config.batch_size)
+    batched = D.trace_last_position(lm, prompts, batch_tokens=config.batch_tokens)
     t_batched = time.perf_counter() - t
     t = time.perf_counter()
-    single = D.trace_last_position(lm, prompts, batch_size=1)
+    single = D.trace_last_position(lm, prompts, batch_tokens=1)
     t_single = time.perf_counter() - t
     rel = ((batched.resid - single.resid).norm(dim=-1) / single.resid.norm(dim=-1)).max().item()
     assert rel < 1e-4, f"batched and one-at-a-time residual streams differ: max relative {rel:.2e}"

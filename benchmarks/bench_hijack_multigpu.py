@@ -60,7 +60,7 @@ def run(args) -> None:
     lm = random_model(args.tokenizer, device, getattr(torch, args.dtype), GEMMA3_TINY if args.tiny else GEMMA3_2B)
     params = sum(p.numel() for p in lm.model.parameters())
     base = dict(model=lm.name, schemes=tuple(args.schemes), max_n=args.max_n, per_relation=args.per_relation,
-                batch_size=args.batch_size, dtype=args.dtype, counterfact=args.counterfact, skip_bad=True,
+                batch_tokens=args.batch_tokens, dtype=args.dtype, counterfact=args.counterfact, skip_bad=True,
                 chunk_size=args.chunk_size)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = D.broadcast_object(ctx, tmp)   # rank 0 writes; every rank must name the same folder
@@ -76,7 +76,7 @@ def run(args) -> None:
     if ctx.is_main:
         res = {"model": lm.name, "parameters": params, "dtype": args.dtype, "processes": ctx.world_size,
                "gpu": torch.cuda.get_device_name(device) if cuda else "cpu", "records": summary["records"], "prompts": prompts,
-               "batch_size": args.batch_size, "wall_s": wall, "prompts_per_s": prompts / wall,
+               "batch_tokens": args.batch_tokens, "wall_s": wall, "prompts_per_s": prompts / wall,
                "rows": str(args.rows), "date": date.today().isoformat()}
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
         print(json.dumps(res))
@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--per-relation", type=int, default=10)
     ap.add_argument("--max-n", type=int, default=5)
     ap.add_argument("--schemes", nargs="+", default=["not-think", "relation", "reverse"])
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-tokens", type=int, default=None, help="tokens per packed forward (default: by device)")
     ap.add_argument("--chunk-size", type=int, default=1024)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--rows", type=Path, default=None, help="run folder for the rows (default: beside --out)")

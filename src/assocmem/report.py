@@ -75,6 +75,8 @@ def _header(out_dir: Path, profile: str, results: dict, command: str | None, run
         + (f"; this invocation took {run_wall_s / 60:.1f} min (cached experiments cost nothing)" if run_wall_s else ""),
         f"- of which the synthetic (LCA) experiments: {synthetic / 60:.1f} min; the LLM experiments: "
         f"{(compute - synthetic) / 60:.1f} min",
+    ]
+    lines += _provenance(results) + [
         "",
         "Paper values: the paper's figures are not available to us as numbers, so the 'paper' column gives "
         "the paper's stated qualitative result and its direction (from `assocmem/data/paper_reference.json`); "
@@ -82,6 +84,27 @@ def _header(out_dir: Path, profile: str, results: dict, command: str | None, run
         "(mean ± standard deviation unless a row says otherwise); hijacking rates carry 95% Wilson intervals.",
         "",
     ]
+    return lines
+
+
+RECONSTRUCTED_NOTE = ("our offline reconstruction of CounterFact (every record, official layout): relation ids were "
+                      "inferred from the prompts' templates, so a few hundred records of look-alike relations "
+                      "(P27/P495/P17, P103/P1412/P37, P413/P1303/P641) may carry a neighbouring id")
+
+
+def _provenance(results: dict) -> list[str]:
+    """The data and the models the hijacking experiments ran on (from hijack-sample's record)."""
+    record = next((r["data"]["provenance"] for r in results.values() if r and "provenance" in r.get("data", {})), None)
+    if record is None:
+        return []
+    cf = record["counterfact"]
+    copy = {"official": "the official file (ROME's, by its sha256)", "reconstructed": RECONSTRUCTED_NOTE}.get(
+        cf.get("copy"), "another copy (its sha256 matches neither the official file nor our reconstruction)")
+    lines = [f"- CounterFact: `{cf.get('path')}`, sha256 `{cf.get('sha256')}`, {cf.get('bytes')} bytes: {copy}"]
+    for m in record["models"]:
+        params = f"{m['parameters'] / 1e6:.1f} M parameters" if m.get("parameters") else "parameters unknown"
+        lines.append(f"- model `{m['name']}`: {m.get('kind')} (`{m.get('source')}`), {m.get('dtype')}, {params}, "
+                     f"weights {str(m.get('weights'))[:16]}…")
     return lines
 
 
@@ -187,14 +210,16 @@ def _table(rows: list[dict], ref: dict) -> list[str]:
     expectations = {v["quantity"]: v for v in ref.get("values", [])}
     has_bayes = any(r.get("bayes") is not None for r in rows)
     has_err = any(r.get("err") is not None for r in rows)
-    header = ["setting", "quantity", "ours"] + (["±"] if has_err else [])
+    has_model = any("model" in r for r in rows)
+    header = ["setting"] + (["model"] if has_model else []) + ["quantity", "ours"] + (["±"] if has_err else [])
     header += ["Bayes-optimal", "gap to Bayes-optimal"] if has_bayes else []
-    known = {"setting", "quantity", "ours", "err", "bayes", "n"}
+    known = {"setting", "model", "quantity", "ours", "err", "bayes", "n"}
     extra = list(dict.fromkeys(k for row in rows for k in row if k not in known))
     header += extra + ["paper"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [str(row.get("setting", "")), str(row["quantity"]), _num(row.get("ours"))]
+        cells = [str(row.get("setting", ""))] + ([str(row.get("model", ""))] if has_model else [])
+        cells += [str(row["quantity"]), _num(row.get("ours"))]
         if has_err:
             cells.append(_num(row.get("err")))
         if has_bayes:
@@ -234,14 +259,16 @@ def _seconds(s: float) -> str:
 
 
 def _git_commit() -> str:
-    """HEAD of the checkout (marked when files differ), else $ASSOCMEM_GIT_COMMIT (a copy without .git,
-    as on a lent GPU machine), else "unknown"."""
+    """$ASSOCMEM_GIT_COMMIT when set (a copy of the checkout, as on a lent GPU machine, whose .git may
+    be stale), else HEAD of the checkout (marked when files differ), else "unknown"."""
+    if os.environ.get("ASSOCMEM_GIT_COMMIT"):
+        return os.environ["ASSOCMEM_GIT_COMMIT"] + " (set by $ASSOCMEM_GIT_COMMIT)"
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=5)
         commit = out.stdout.strip()
         if not commit:
-            return os.environ.get("ASSOCMEM_GIT_COMMIT", "unknown") + " (copy of the checkout, no .git)"
+            return "unknown (no .git)"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
         return commit + ("+uncommitted changes" if dirty else "")

@@ -10,7 +10,8 @@ from assocmem.hijack.counterfact import BadRecord
 from assocmem.hijack.run import HijackConfig, run_hijack
 
 FIXTURE = str(Path(__file__).resolve().parent.parent / "fixtures" / "counterfact_small.json")
-COLUMNS = ["case_id", "relation_id", "scheme", "n", "mode", "logp_true", "logp_false", "hijacked", "true_preferred"]
+COLUMNS = ["case_id", "relation_id", "scheme", "n", "mode", "logp_true", "logp_false", "hijacked", "true_preferred",
+           "prompt"]
 
 
 def _config(**kw) -> HijackConfig:
@@ -119,3 +120,27 @@ def test_a_run_that_failed_before_any_chunk_can_be_corrected_in_place(tmp_path):
         run_hijack(_config(relations=("P19O",)), tmp_path, progress=False, plot=False)
     summary = run_hijack(_config(relations=("P190",)), tmp_path, progress=False, plot=False)
     assert summary["records"] == 3
+
+
+def test_rows_carry_the_exact_prompt_and_extra_modes_from_one_forward(tmp_path):
+    from assocmem.hijack.counterfact import load_counterfact
+    from assocmem.hijack.schemes import build_prompt, get_scheme
+    from assocmem.hijack.scoring import score_targets
+    from assocmem.models.llm import tiny_random_lm
+
+    cfg = _config(extra_modes=("mean-target", "full-target"), schemes=("not-think",))
+    run_hijack(cfg, tmp_path, progress=False, plot=False)
+    rows = pd.read_parquet(tmp_path / "rows.parquet")
+    records = {r.case_id: r for r in load_counterfact(FIXTURE).records}
+    for row in rows.head(9).itertuples():
+        assert row.prompt == build_prompt(records[row.case_id], get_scheme(row.scheme), row.n)
+    lm = tiny_random_lm("llama")
+    sample = rows.head(12)
+    recs = [records[c] for c in sample["case_id"]]
+    for mode, suffix in (("first-token", ""), ("mean-target", ":mean-target"), ("full-target", ":full-target")):
+        t, f = score_targets(lm, list(sample["prompt"]), [r.target_true for r in recs], [r.target_false for r in recs],
+                             mode=mode)
+        assert (abs(sample[f"logp_true{suffix}"].to_numpy() - t.numpy()) < 1e-5).all()
+        assert (abs(sample[f"logp_false{suffix}"].to_numpy() - f.numpy()) < 1e-5).all()
+    with pytest.raises(ConfigError, match="--extra-modes"):
+        _config(extra_modes=("first-token",))

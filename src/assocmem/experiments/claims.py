@@ -25,6 +25,8 @@ CLAIMS: tuple[Claim, ...] = (
           "Fig. 1, §3"),
     Claim("hijack-raises-es", "Hijacking raises the efficacy score (share with P(false) > P(true)) as more sentences are prepended",
           "Fig. 2(a), 2(b), §3"),
+    Claim("hijack-all-models", "Hijacking works on every LLM tried, not one model's quirk (GPT-2, Gemma, Gemma-IT, LLaMA-2 in the paper)",
+          "Fig. 1, Fig. 2, §3"),
     Claim("associated-hijacks", "Words merely associated with the false target hijack too: not just copying a token",
           "§3, App. B (P1412)"),
     Claim("reverse-lowers-es", "Reverse hijacking (sentences stating the true target) lowers the efficacy score",

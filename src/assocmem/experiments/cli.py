@@ -13,13 +13,23 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
 
 from assocmem.experiments.registry import PROFILES
+from assocmem.hijack.cli import join_multi_values, split_list
+
+
+class ReproduceCommand(typer.core.TyperCommand):
+    """`--models a b`, `--models a,b` and `--models a --models b` alike (as `assocmem hijack` takes lists)."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, join_multi_values(args, ("--models", "--model", "--only")))
 
 
 def register(app: typer.Typer) -> None:
     """Add the `reproduce` command to the root app."""
-    app.command("reproduce", help="Regenerate the paper's figures and tables; writes OUT/report.md.")(reproduce_command)
+    app.command("reproduce", cls=ReproduceCommand,
+                help="Regenerate the paper's figures and tables; writes OUT/report.md.")(reproduce_command)
 
 
 def reproduce_command(
@@ -29,8 +39,10 @@ def reproduce_command(
                                                                    "(requirements are added)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
     out: Optional[Path] = typer.Option(None, help="output folder (default results/<profile>)"),
-    model: str = typer.Option("gemma3-270m", help="causal LM for the hijacking experiments: a bundled name, "
-                                                   "a Hugging Face id, a local folder or a GGUF file"),
+    models: Optional[list[str]] = typer.Option(None, "--models", "--model",
+                                               help="causal LMs for the hijacking experiments, e.g. --models "
+                                                    "gemma3-270m smollm2-135m gpt2: bundled names, Hugging Face ids, "
+                                                    "local folders or GGUF files (default: both bundled models)"),
     counterfact: Optional[Path] = typer.Option(None, help="CounterFact JSON (default: ../shared/data/"
                                                             "counterfact_reconstructed.json if present, "
                                                             "else the loader's download)"),
@@ -50,7 +62,8 @@ def reproduce_command(
     out_dir = out or Path("results") / profile
     command = "assocmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     with _RichDisplay() as display:
-        summary = reproduce(profile, only_ids, device, out_dir, model, counterfact, display, registry, command)
+        llms = split_list(models)
+        summary = reproduce(profile, only_ids, device, out_dir, llms, counterfact, display, registry, command)
     print(f"report: {summary.report} ({summary.wall_s / 60:.1f} min)")
     if summary.failed:
         for o in summary.failed:

@@ -26,6 +26,13 @@ import torch
 from assocmem.errors import ConfigError
 
 PROFILES: tuple[str, ...] = ("quick", "full")
+# The causal LMs the hijacking experiments run on unless --models says otherwise: both bundled models,
+# a base model and an instruction-tuned one (as the paper's Gemma-2B / Gemma-2B-IT pair).
+DEFAULT_MODELS: dict[str, tuple[str, ...]] = {"quick": ("gemma3-270m", "smollm2-135m"),
+                                              "full": ("gemma3-270m", "smollm2-135m")}
+# The hijacking experiments score in float32 on every device, so CPU and GPU rows agree decision for
+# decision (bf16 vs float32 agreement is measured in benchmarks/RESULTS.md).
+LLM_DTYPE = "float32"
 
 # Family modules, in the order their experiments appear in the report (paper order).
 FAMILY_MODULES: tuple[str, ...] = (
@@ -72,7 +79,7 @@ class Context:
 
     device: torch.device
     work_dir: Path  # the experiment's (partial) folder: write extra files here
-    llm: str = "gemma3-270m"  # causal LM spec for the hijacking experiments
+    llms: tuple[str, ...] = ("gemma3-270m",)  # causal LM specs for the hijacking experiments
     counterfact: Path | None = None  # CounterFact file; None lets the loader use its default
     inputs: dict[str, Path] = field(default_factory=dict)  # id -> finished folder of a required experiment
     progress: Callable[[float, str], None] = lambda fraction, text="": None  # fraction in [0, 1]

@@ -48,13 +48,13 @@ class Outcome:
     error: str = ""
 
 
-def settings_hash(exp: Experiment, profile: str, llm: str, counterfact: Path | None,
+def settings_hash(exp: Experiment, profile: str, llms: tuple[str, ...], counterfact: Path | None,
                   required: dict[str, str]) -> str:
     """A short hash of everything an experiment's numbers depend on (not the device)."""
     key: dict[str, Any] = {"id": exp.id, "version": exp.version, "settings": to_dict(exp.settings(profile)),
                            "requires": dict(sorted(required.items()))}
     if exp.uses_llm:
-        key["llm"] = _model_identity(llm)
+        key["llm"] = [_model_identity(m) for m in llms]
         key["counterfact"] = _file_identity(counterfact)
     blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -117,7 +117,7 @@ def run_experiments(
     profile: str,
     out_dir: str | Path,
     device: torch.device,
-    llm: str = "gemma3-270m",
+    llms: tuple[str, ...] = ("gemma3-270m",),
     counterfact: Path | None = None,
     display: Any | None = None,
 ) -> list[Outcome]:
@@ -138,7 +138,7 @@ def run_experiments(
         if missing:
             raise ValueError(f"experiment {exp.id} requires {missing}, which must be selected before it")
         required = {r: hashes[r] for r in exp.requires}
-        digest = settings_hash(exp, profile, llm, counterfact, required)
+        digest = settings_hash(exp, profile, llms, counterfact, required)
         hashes[exp.id] = digest
         folder = out_dir / exp.id
         if display is not None:
@@ -151,7 +151,7 @@ def run_experiments(
         else:
             if cached_hash(folder) == digest:
                 _say(display, f"{exp.id}: the cached folder is damaged ({damage}); re-computing it")
-            ctx = Context(device=device, work_dir=out_dir / ".partial" / f"{exp.id}-{digest}", llm=llm,
+            ctx = Context(device=device, work_dir=out_dir / ".partial" / f"{exp.id}-{digest}", llms=tuple(llms),
                           counterfact=counterfact, inputs={r: out_dir / r for r in exp.requires}, shared=shared,
                           progress=display.update if display is not None else Context.progress)
             outcome = _run_one(exp, profile, digest, ctx, folder)
@@ -189,11 +189,11 @@ def _run_one(exp: Experiment, profile: str, digest: str, ctx: Context, folder: P
     write_json(ctx.work_dir / RESULT_FILE, {
         "id": exp.id, "title": exp.title, "paper": exp.paper, "profile": profile, "hash": digest,
         "settings": to_dict(settings), "wall_s": wall_s, "device": _device_name(ctx.device),
-        "llm": ctx.llm if exp.uses_llm else None,
+        "llm": list(ctx.llms) if exp.uses_llm else None,
         "counterfact": str(ctx.counterfact) if exp.uses_llm and ctx.counterfact else None,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "python": platform.python_version(),
-        "figures": [Path(f).name for f in figures],
+        "figures": [str(Path(f).resolve().relative_to(ctx.work_dir.resolve())) for f in figures],
         "rows": result.rows, "claims": [asdict(c) for c in result.claims], "notes": result.notes,
         "tables": sorted(result.tables), "data": result.data,
     })
@@ -252,14 +252,14 @@ def reproduce(
     only: Iterable[str] | None = None,
     device: str | torch.device = "auto",
     out_dir: str | Path = "results/quick",
-    llm: str = "gemma3-270m",
+    llms: tuple[str, ...] | None = None,
     counterfact: str | Path | None = None,
     display: Any | None = None,
     registry: Registry | None = None,
     command: str | None = None,
 ) -> ReproduceSummary:
     """`assocmem reproduce`: run the selected experiments (cached ones are reused), write report.md."""
-    from assocmem.experiments.registry import PROFILES, default_registry
+    from assocmem.experiments.registry import DEFAULT_MODELS, PROFILES, default_registry
     from assocmem.report import write_report
     from assocmem.runtime import resolve_device
 
@@ -271,7 +271,13 @@ def reproduce(
     if any(exp.uses_llm for exp in selected):
         counterfact = find_counterfact(counterfact)
     started = time.perf_counter()
-    outcomes = run_experiments(selected, profile, out_dir, dev, llm, counterfact, display)
+    llms = tuple(dict.fromkeys(llms or DEFAULT_MODELS[profile]))
+    if any(exp.uses_llm for exp in selected):
+        from assocmem.models.llm import resolve_model
+
+        for spec in llms:  # an unknown or missing model fails now, not after the synthetic experiments
+            resolve_model(spec)
+    outcomes = run_experiments(selected, profile, out_dir, dev, llms, counterfact, display)
     wall_s = time.perf_counter() - started
     report = write_report(out_dir, registry, profile, outcomes, command, wall_s)
     return ReproduceSummary(outcomes, report, wall_s)

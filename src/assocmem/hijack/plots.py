@@ -15,19 +15,22 @@ PANELS = (
 )
 
 
-def plot_rates(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """`table` = metrics.rates(rows, by=("scheme", "n")); writes a two-panel PNG."""
+def plot_rates(table: pd.DataFrame, path: str | Path, title: str = "", by: tuple[str, ...] = ("scheme",)) -> Path:
+    """`table` = metrics.rates(rows, by=(*by, "n")); one curve per value of `by` (e.g. scheme, or
+    model and scheme), with 95% CI bands; writes a two-panel PNG (ES, recall)."""
+    by = tuple(c for c in by if c in table.columns)
     fig, axes = new_figure(4.6, 3.4, ncols=2)
     for ax, (share, label) in zip(axes[0], PANELS):
-        for scheme, grp in table.groupby("scheme", sort=True):
+        for key, grp in table.groupby(list(by), sort=True):
             grp = grp.sort_values("n")
-            line, = ax.plot(grp["n"], grp[f"{share}_share"], marker="o", ms=3, label=str(scheme))
+            name = ", ".join(map(str, key if isinstance(key, tuple) else (key,)))
+            line, = ax.plot(grp["n"], grp[f"{share}_share"], marker="o", ms=3, label=name)
             ax.fill_between(grp["n"], grp[f"{share}_lo"], grp[f"{share}_hi"], color=line.get_color(), alpha=0.15)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("prepended sentences n")
         ax.set_ylabel(label)
         ax.set_ylim(-0.02, 1.02)
-    if table["scheme"].nunique() > 3:  # many curves: a legend inside would cover some of them
+    if len(table.groupby(list(by))) > 3:  # many curves: a legend inside would cover some of them
         fig.legend(*axes[0][0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     else:
         axes[0][0].legend(fontsize=8)

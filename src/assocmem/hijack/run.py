@@ -9,7 +9,8 @@ Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make re
                           a re-run with the same config skips them (an interrupted run loses at most
                           the chunk in progress)
     rows.parquet          all rows: case_id, relation_id, scheme, n, mode, logp_true, logp_false,
-                          hijacked, true_preferred
+                          hijacked, true_preferred, [logp_true:<m>, logp_false:<m>, hijacked:<m> per
+                          extra mode m], prompt (the exact string scored, before " " + target)
     summary.json          shares with 95% CIs per scheme × n and per relation × scheme × n, each
                           scheme's direction, skipped records with reasons
     rates.png             share vs n per scheme (Fig. 2 style)
@@ -47,6 +48,7 @@ class HijackConfig:
     limit: int | None = None                   # then the first `limit` records in case_id order
     per_relation: int | None = None            # stratified sample: at most this many records per relation
     mode: str = "first-token"                  # first-token | full-target (sum of token log-probs) | mean-target (ROME)
+    extra_modes: tuple[str, ...] = ()          # also score these modes (one teacher-forced forward gives all three)
     batch_tokens: int | None = None            # tokens per forward (packed rows × row length); None: by device
     row_tokens: int = 512                      # packed row length (a longer segment gets a row of its own)
     device: str = "auto"                       # auto | cpu | cuda | cuda:N
@@ -61,7 +63,7 @@ class HijackConfig:
     trust_remote_code: bool = False            # only for hub models that need it
 
     def __post_init__(self):
-        for name in ("schemes", "relations"):
+        for name in ("schemes", "relations", "extra_modes"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = (value,)
@@ -86,12 +88,21 @@ class HijackConfig:
         if self.per_relation is not None:
             check_int_range("--per-relation", self.per_relation, 1)
         check_choice("--mode", self.mode, MODES)
+        for extra in self.extra_modes:
+            check_choice("--extra-modes", extra, MODES)
+        if self.mode in self.extra_modes:
+            raise ConfigError(f"--extra-modes={list(self.extra_modes)!r} repeats --mode={self.mode!r}")
         from assocmem.runtime import check_dtype
 
         check_dtype(self.dtype)
         from assocmem.models.llm import check_max_memory, parse_max_memory
 
         check_max_memory(parse_max_memory(self.max_memory), self.device_map)
+
+    @property
+    def planning_mode(self) -> str:
+        """first-token when that is all that is asked, else full-target (gives every mode)."""
+        return "first-token" if {self.mode, *self.extra_modes} == {"first-token"} else "full-target"
 
     @property
     def scheme_objects(self) -> list[Scheme]:
@@ -207,6 +218,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         summary = summarise(rows, config, lm.name, len(records), skipped)
         summary["placement"] = {"processes": ctx.world_size, "model_devices": model_devices(lm.model),
                                 "dtype": str(lm.dtype).removeprefix("torch.")}
+        summary["parameters"] = sum(p.numel() for p in lm.model.parameters())
         summary["engine"] = _engine_stats(chunk_dir, n_chunks)
         summary["fingerprints"] = read_json(out / "config.json").get("fingerprints", prints)
         summary["recomputed_chunks"] = recomputed
@@ -247,7 +259,7 @@ def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistCon
                  bar=None) -> tuple[pd.DataFrame | None, PackingStats]:
     """Score one chunk (this rank's share); on rank 0 return its rows and every rank's packing counts
     summed, elsewhere (None, this rank's counts)."""
-    plan = plan_items(lm.tokenizer, items, config.mode)
+    plan = plan_items(lm.tokenizer, items, config.planning_mode)
     if bar is not None:
         bar.total += len(range(ctx.rank, len(plan.requests), ctx.world_size)) - len(items) // ctx.world_size
         bar.refresh()
@@ -261,8 +273,12 @@ def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistCon
     stats = PackingStats()
     for _, s in parts:
         stats.add(s)
-    logp_true, logp_false = collect(plan, results)
+    logp_true, logp_false = collect(plan, results, config.mode)
     hijacked, true_preferred = decide(logp_true, logp_false)
+    extra = {}
+    for m in config.extra_modes:
+        t, f = collect(plan, results, m)
+        extra.update({f"logp_true:{m}": t.numpy(), f"logp_false:{m}": f.numpy(), f"hijacked:{m}": (f > t).numpy()})
     return pd.DataFrame({
         "case_id": pd.Series([it.record.case_id for it in items], dtype="int64"),
         "relation_id": [it.record.relation_id for it in items],
@@ -273,6 +289,8 @@ def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistCon
         "logp_false": logp_false.numpy(),
         "hijacked": hijacked.numpy(),
         "true_preferred": true_preferred.numpy(),
+        **extra,
+        "prompt": [it.prompt for it in items],      # the exact string scored (before the target)
     }), stats
 
 
@@ -447,12 +465,13 @@ def _chunk_path(chunk_dir: Path, c: int) -> Path:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Atomic: a reader (or a resumed run) never sees a half-written file."""
+    """Atomic: a reader (or a resumed run) never sees a half-written file. zstd: the prompt column
+    repeats its sentences n times, which zstd folds away."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False, compression="zstd")
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -461,5 +480,6 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 def _empty_rows() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
         ("case_id", "int64"), ("relation_id", "str"), ("scheme", "str"), ("n", "int64"), ("mode", "str"),
-        ("logp_true", "float64"), ("logp_false", "float64"), ("hijacked", "bool"), ("true_preferred", "bool"))})
+        ("logp_true", "float64"), ("logp_false", "float64"), ("hijacked", "bool"), ("true_preferred", "bool"),
+        ("prompt", "str"))})
 

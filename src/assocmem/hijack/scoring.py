@@ -46,7 +46,8 @@ class ScoringPlan:
 
     requests[r]  token ids fed to the model (prefix + context [+ continuation minus its last token])
     gathers[r]   continuations scored at the end of request r: each a tuple of token ids whose
-                 log-probs are read at the last len(g) positions and summed
+                 log-probs are read at the last len(g) positions (summed, and the first kept: a
+                 teacher-forced plan gives all three modes from one forward)
     groups[r]    packing key: requests with one key share their common prefix in one segment
     expected[r]  tokens request r must share with its group's trunk to be packed (else it is laid
                  out alone, and counted in `fallback`)
@@ -173,7 +174,7 @@ def score_plan(lm, plan: ScoringPlan, batch_tokens: int | None = None, row_token
                stats: PackingStats | None = None) -> dict[int, list[float]]:
     """Run the forwards of `plan` (this rank's share: every world-th segment, longest first).
 
-    Returns {request index: [summed log-prob per gather]}. `bar`: an outer tqdm bar to advance
+    Returns {request index: [(summed log-prob, first token's log-prob) per gather]}. `bar`: an outer tqdm bar to advance
     (per request) instead of a bar of its own; `stats`: a PackingStats to add this call's counts to.
     """
     budget = resolve_batch_tokens(batch_tokens, lm.device)
@@ -200,15 +201,16 @@ def pad_token(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def _score_rows(lm, plan: ScoringPlan, packed, members: list[int]) -> dict[int, list[float]]:
-    """One packed forward: every gather of every member request, summed per gather."""
+def _score_rows(lm, plan: ScoringPlan, packed, members: list[int]) -> dict[int, list[tuple[float, float]]]:
+    """One packed forward: every gather of every member request, (sum, first token) per gather."""
     counts = [max(len(g) for g in plan.gathers[r]) for r in members]
     read_r, read_c = read_positions(packed, members, counts)
     # Each gather g of request r reads the last len(g) of r's read positions, one token each.
-    read_idx, tokens, which = [], [], []
+    read_idx, tokens, which, firsts = [], [], [], []
     start, n_gathers = 0, 0
     for r, k in zip(members, counts):
         for g in plan.gathers[r]:
+            firsts.append(len(tokens))
             read_idx.extend(range(start + k - len(g), start + k))
             tokens.extend(g)
             which.extend([n_gathers] * len(g))
@@ -218,20 +220,31 @@ def _score_rows(lm, plan: ScoringPlan, packed, members: list[int]) -> dict[int, 
     logp = token_logprobs(lm, hidden, torch.tensor(read_idx), torch.tensor(tokens))
     sums = torch.zeros(n_gathers, dtype=torch.float64, device=logp.device)
     sums.index_add_(0, torch.tensor(which, device=logp.device), logp)
-    sums = sums.tolist()
+    pairs = list(zip(sums.tolist(), logp[torch.tensor(firsts, device=logp.device)].tolist()))
     out, s = {}, 0
     for r in members:
-        out[r] = sums[s:s + len(plan.gathers[r])]
+        out[r] = pairs[s:s + len(plan.gathers[r])]
         s += len(plan.gathers[r])
     return out
 
 
-def collect(plan: ScoringPlan, results: dict[int, list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logp_true, logp_false), each (N,), in the original order of the triples; in mean-target mode
-    each sum is divided by its target's token count."""
+def collect(plan: ScoringPlan, results: dict[int, list[tuple[float, float]]],
+            mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logp_true, logp_false), each (N,), in the original order of the triples, under `mode`
+    (default: the plan's): first-token reads the first token of each gather, full-target the sum,
+    mean-target the sum over the target's token count. A plan made for first-token mode gives
+    first-token values only."""
+    mode = mode or plan.mode
+    if mode not in MODES:
+        raise bad_option("--mode", mode, "one of " + ", ".join(MODES))
+    if mode != "first-token" and plan.mode == "first-token":
+        raise ValueError("a first-token plan has no full-target values: plan with mode='full-target'")
+
     def value(r: int, g: int) -> float:
-        total = results[r][g]
-        return total / len(plan.gathers[r][g]) if plan.mode == "mean-target" else total
+        total, first = results[r][g]
+        if mode == "first-token":
+            return first
+        return total / len(plan.gathers[r][g]) if mode == "mean-target" else total
 
     vals = torch.tensor([[value(r, g) for (r, g) in pair] for pair in plan.index], dtype=torch.float64)
     vals = vals.reshape(len(plan.index), 2)

@@ -1,0 +1,108 @@
+"""What the hijacking experiments share: the models of the run (loaded one at a time, a few kept),
+one `run_hijack` per model into `<work_dir>/<model>/`, the rows of every model with a `model`
+column, and the provenance (data file and models) that the report's header shows.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from assocmem.experiments.registry import LLM_DTYPE, Context
+
+# Keep loaded models while their parameters add up to at most this many (both bundled models fit);
+# a larger model evicts the others, so a list of 7B models never holds two at once.
+KEEP_PARAMETERS = 1_500_000_000
+
+
+@dataclass(frozen=True)
+class HijackStudy:
+    """One run of the hijacking benchmark per model (assocmem.hijack.run.HijackConfig)."""
+
+    schemes: tuple[str, ...]
+    max_n: int  # n = 0..max_n prepended sentences
+    relations: tuple[str, ...] | None = None  # None: every relation
+    per_relation: int | None = None  # stratified sample size per relation (None: every record)
+    mode: str = "first-token"  # first-token | full-target | mean-target
+    extra_modes: tuple[str, ...] = ()  # also scored from the same forward (e.g. ROME's mean-target)
+    seed: int = 0  # of the stratified sample
+
+
+def load_lm(ctx: Context, spec: str):
+    """The causal LM `spec`, loaded once per process (small ones kept, a large one evicts the rest)."""
+    cache: dict = ctx.shared.setdefault("lms", {})
+    if spec not in cache:
+        from assocmem.models.llm import load_causal_lm
+
+        ctx.progress(0.0, f"loading {spec}")
+        lm = load_causal_lm(spec, device=str(ctx.device), dtype=LLM_DTYPE)
+        size = parameters(lm)
+        while cache and sum(parameters(m) for m in cache.values()) + size > KEEP_PARAMETERS:
+            cache.pop(next(iter(cache)))
+            gc.collect()
+            if ctx.device.type == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
+        cache[spec] = lm
+    return cache[spec]
+
+
+def parameters(lm) -> int:
+    return sum(p.numel() for p in lm.model.parameters())
+
+
+def each_model(ctx: Context, start: float = 0.0, end: float = 1.0) -> Iterator[tuple[str, object]]:
+    """(spec, loaded model) for every model of the run, reporting progress between them."""
+    for i, spec in enumerate(ctx.llms):
+        ctx.progress(start + (end - start) * i / len(ctx.llms), spec)
+        yield spec, load_lm(ctx, spec)
+
+
+def run_study(s: HijackStudy, ctx: Context) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Score `s` with every model; (rows of all models with a `model` column, {model: summary})."""
+    from assocmem.hijack.run import HijackConfig, run_hijack
+
+    frames, summaries = [], {}
+    for spec, lm in each_model(ctx, 0.05, 0.95):
+        config = HijackConfig(model=spec, schemes=s.schemes, max_n=s.max_n, relations=s.relations,
+                              per_relation=s.per_relation, mode=s.mode, extra_modes=s.extra_modes,
+                              device=str(ctx.device), dtype=LLM_DTYPE,
+                              counterfact=str(ctx.counterfact) if ctx.counterfact else None, skip_bad=True, seed=s.seed)
+        folder = ctx.work_dir / lm.name
+        summaries[lm.name] = run_hijack(config, folder, progress=False, lm=lm, plot=False)
+        frames.append(pd.read_parquet(folder / "rows.parquet").assign(model=lm.name))
+    return pd.concat(frames, ignore_index=True), summaries
+
+
+def model_rows(folder: Path, models: list[str]) -> pd.DataFrame:
+    """The rows a finished experiment scored, every model's, with a `model` column."""
+    return pd.concat([pd.read_parquet(Path(folder) / m / "rows.parquet").assign(model=m) for m in models],
+                     ignore_index=True)
+
+
+def provenance(summaries: dict[str, dict], lms: dict[str, object] | None = None) -> dict:
+    """What the report's header says about the data and the models (from the run summaries)."""
+    first = next(iter(summaries.values()))
+    models = []
+    for name, summary in summaries.items():
+        fp = summary.get("fingerprints", {}).get("model", {})
+        models.append({"name": name, "spec": fp.get("spec"), "source": fp.get("package") or fp.get("spec"),
+                       "kind": fp.get("kind"), "dtype": summary.get("placement", {}).get("dtype"),
+                       "parameters": summary.get("parameters"),
+                       "weights": fp.get("commit") or fp.get("sha256")})
+    return {"counterfact": first.get("fingerprints", {}).get("counterfact", {}), "models": models}
+
+
+def skipped_note(summaries: dict[str, dict]) -> str:
+    """Records left out, per model and reason (bad records under --skip-bad)."""
+    parts = []
+    for name, summary in summaries.items():
+        by = summary["skipped"].get("by_reason", {})
+        parts.append(f"{name}: {summary['skipped']['count']}" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(by.items()))})"
+                                                                  if by else ""))
+    return "skipped records (a scheme cannot be built, or targets cannot be told apart): " + "; ".join(parts)
