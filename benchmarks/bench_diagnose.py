@@ -52,15 +52,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from assocmem.hijack import diagnostics as D
-    from assocmem.hijack.diagnose_cli import DiagnoseConfig, run_diagnose
+    from assocmem.hijack.diagnose import DiagnoseConfig, run_diagnose
     from assocmem.models.llm import load_causal_lm
 
     load_before = os.getloadavg()[0]
-    config = DiagnoseConfig(model=args.model, counterfact=args.counterfact, records=args.records,
+    config = DiagnoseConfig.of(model=args.model, counterfact=args.counterfact, records=args.records,
                             ns=tuple(args.n), device="cpu")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_diagnose."))
     start = time.perf_counter()
-    lm = load_causal_lm(config.model, device="cpu", dtype=config.dtype)
+    lm = load_causal_lm(config.lm.model, device="cpu", dtype=config.lm.dtype)
     t_load = time.perf_counter() - start
     summary = run_diagnose(config, out, lm=lm)
     total = time.perf_counter() - start
@@ -68,11 +68,10 @@ def main() -> None:
     sec = summary["seconds"]
 
     # Baseline: the same trace one prompt at a time, on the first K prompts of the run.
-    from assocmem.hijack.counterfact import load_counterfact
-    from assocmem.hijack.diagnose_cli import stratified_sample
+    from assocmem.hijack.counterfact import load_counterfact, select_records
     from assocmem.hijack.schemes import build_prompt, get_scheme
 
-    records = stratified_sample(load_counterfact(args.counterfact).records, args.records)
+    records = select_records(load_counterfact(args.counterfact).records, spread=args.records)
     prompts = [build_prompt(r, get_scheme("not-think"), n) for r in records for n in args.n][: args.baseline_prompts]
     t = time.perf_counter()
     batched = D.trace_last_position(lm, prompts, batch_tokens=config.batch_tokens)

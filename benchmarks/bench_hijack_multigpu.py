@@ -64,12 +64,12 @@ def run(args) -> None:
                 chunk_size=args.chunk_size)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = D.broadcast_object(ctx, tmp)   # rank 0 writes; every rank must name the same folder
-        run_hijack(HijackConfig(**{**base, "per_relation": 1, "max_n": 1}), Path(tmp) / "warmup", progress=False,
+        run_hijack(HijackConfig.of(**{**base, "per_relation": 1, "max_n": 1}), Path(tmp) / "warmup", progress=False,
                    lm=lm, plot=False)
     D.barrier(ctx)
     sync()
     start = time.perf_counter()
-    summary = run_hijack(HijackConfig(**base), args.rows, progress=False, lm=lm, plot=False)
+    summary = run_hijack(HijackConfig.of(**base), args.rows, progress=False, lm=lm, plot=False)
     sync()
     wall = time.perf_counter() - start
     prompts = sum(summary["records_per_scheme"].values()) * (args.max_n + 1)

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from assocmem.errors import bad_option
 
@@ -52,6 +52,17 @@ def check_float_range(
         raise bad_option(name, value, f"a number in {left}{lo_s}, {hi_s}{right}")
 
 
+def int_list(name: str, values: Iterable[Any]) -> list[int]:
+    """Integers from option values (ints or their text); the error names the option."""
+    out = []
+    for v in values:
+        try:
+            out.append(int(v) if not isinstance(v, bool) else None)
+        except (TypeError, ValueError):
+            raise bad_option(name, " ".join(map(str, values)), "integers, e.g. 0 1 3") from None
+    return out
+
+
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
     """Raise ConfigError unless `value` is one of `choices`."""
     choices = list(choices)
@@ -69,3 +80,75 @@ def save_config(config: Any, path: str | Path) -> Path:
     from assocmem.io import write_json
 
     return write_json(path, to_dict(config))
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", flag: str | None = None, factory: Any = None,
+           argument: bool = False) -> Any:
+    """A config field that is also a command-line option: its help text (and flag, default
+    --field-name; or a positional `argument`) live beside it, so the CLI is generated from the
+    dataclass (assocmem.cli.options)."""
+    meta = {"help": help, **({"flag": flag} if flag else {}), **({"argument": True} if argument else {})}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def leaves(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dataclasses.Field, Any]]:
+    """(path, field, type) of every non-dataclass field of `cls`, nested dataclass fields flattened."""
+    hints = get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            out += leaves(kind, prefix + (f.name,))
+        else:
+            out.append((prefix + (f.name,), f, kind))
+    return out
+
+
+def flat_dict(config: Any) -> dict[str, Any]:
+    """The leaves of a (nested) config as {field name: value}; leaf names are unique in a config."""
+    out: dict[str, Any] = {}
+    for key, value in to_dict(config).items():
+        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(config, key, None)):
+            out.update(flat_dict(getattr(config, key)))
+        else:
+            out[key] = value
+    return out
+
+
+def from_flat(cls: type, values: dict[str, Any], strict: bool = False) -> Any:
+    """Build `cls` (nesting included) from {leaf name: value}; missing leaves keep their defaults,
+    unknown names are ignored (e.g. an older run folder's fields) unless `strict`; lists become tuples."""
+    if strict:
+        unknown = sorted(set(values) - {path[-1] for path, _, _ in leaves(cls)})
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no setting {', '.join(unknown)}")
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            if isinstance(values.get(f.name), dict):          # a nested dict, as config.json writes it
+                kwargs[f.name] = from_flat(kind, values[f.name])
+            else:
+                kwargs[f.name] = from_flat(kind, values)
+        elif f.name in values:
+            v = values[f.name]
+            kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**kwargs)
+
+
+class Composed:
+    """For a config composed of other configs: build or change it by leaf names, as the CLI does.
+
+        HijackConfig.of(model="gpt2", schemes=("relation",), per_relation=5)
+        config.but(batch_tokens=1024)
+    """
+
+    @classmethod
+    def of(cls, **leaf_values: Any):
+        return from_flat(cls, leaf_values, strict=True)
+
+    def but(self, **leaf_values: Any):
+        return from_flat(type(self), {**flat_dict(self), **leaf_values}, strict=True)

@@ -23,6 +23,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def check_device(device: str) -> None:
+    """--device names a device this machine has (or auto)."""
+    resolve_device(device)
+
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype

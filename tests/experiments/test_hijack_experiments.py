@@ -58,7 +58,7 @@ def test_mode_agreement_counts_the_decisions_that_differ():
 
 @pytest.mark.slow
 def test_two_models_give_per_model_folders_claims_and_a_provenance_header(tmp_path):
-    from assocmem.experiments.runner import reproduce
+    from assocmem.experiments.reproduce import reproduce
     from assocmem.hijack.verify import run_folders, verify_run
 
     summary = reproduce("quick", ["fig2a", "appB-table"], "cpu", tmp_path, ("tiny-random-llama", "tiny-random-gpt2"),

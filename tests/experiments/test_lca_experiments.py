@@ -7,7 +7,7 @@ import json
 
 from assocmem.experiments.common import Training
 from assocmem.experiments.registry import Registry, default_registry
-from assocmem.experiments.runner import reproduce
+from assocmem.experiments.reproduce import reproduce
 
 TINY_TRAINING = Training(seeds=2, steps=8, batch_size=8, lrs=(0.01,), warmup_steps=2, eval_samples=64)
 

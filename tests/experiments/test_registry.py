@@ -9,7 +9,7 @@ import pytest
 from assocmem.errors import ConfigError
 from assocmem.experiments.claims import CLAIMS_BY_ID
 from assocmem.experiments.registry import default_registry
-from assocmem.report import load_reference
+from assocmem.experiments.report import load_reference
 
 PAPER_IDS = ["fig1", "fig2a", "fig2b", "fig3a", "c1", "c2", "c3", "c4", "fig3b", "c5", "c6", "fig3c", "c7", "c8",
              "c9", "c10", "c11", "c12", "mixing", "length", "appB-reverse", "appB-associated", "atlas", "diagnostics"]

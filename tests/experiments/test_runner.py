@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from assocmem.experiments.runner import reproduce
+from assocmem.experiments.reproduce import reproduce
 
 
 def _statuses(summary):

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 
 from assocmem.cli import main
-from assocmem.hijack.cli import app as hijack_app
-from assocmem.hijack.cli import join_multi_values, split_list
+from assocmem.hijack.run import flat_dict_of
+from assocmem.cli.hijack import app as hijack_app
+from assocmem.cli.options import join_multi_values, split_list
 
 FIXTURE = str(Path(__file__).resolve().parent.parent / "fixtures" / "counterfact_small.json")
 BASE = ["hijack", "--model", "tiny-random-gpt2", "--counterfact", FIXTURE, "--max-n", "1", "--device", "cpu",
@@ -26,7 +27,7 @@ def test_join_and_split_multi_values():
 def test_schemes_accepts_space_comma_and_repeated_forms(tmp_path, form, capsys):
     out = tmp_path / "run"
     assert main(BASE + form + ["--out", str(out)]) == 0
-    config = json.loads((out / "config.json").read_text())
+    config = flat_dict_of(json.loads((out / "config.json").read_text()))
     assert config["schemes"] == ["not-think", "relation"] and config["relations"] == ["P190", "P103"]
     assert "hijacked_share" in capsys.readouterr().out
 

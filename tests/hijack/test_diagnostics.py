@@ -190,7 +190,7 @@ def test_spectrum_effective_rank_and_eigengap():
 
 
 def test_run_diagnose_writes_tables_figures_and_summary(tmp_path):
-    from assocmem.hijack.diagnose_cli import DiagnoseConfig, run_diagnose
+    from assocmem.hijack.diagnose import DiagnoseConfig, run_diagnose
 
     records = [{"case_id": i, "requested_rewrite": {
         "prompt": p, "relation_id": rel, "subject": s, "target_true": {"str": t}, "target_new": {"str": f}}}
@@ -201,7 +201,7 @@ def test_run_diagnose_writes_tables_figures_and_summary(tmp_path):
             ("{} is a citizen of", "P27", "Toyota", "Japan", "Canada")])]
     path = tmp_path / "cf.json"
     path.write_text(json.dumps(records))
-    config = DiagnoseConfig(model="tiny-random-gemma3", counterfact=str(path), records=3, ns=(0, 2),
+    config = DiagnoseConfig.of(model="tiny-random-gemma3", counterfact=str(path), records=3, ns=(0, 2),
                             schemes=("not-think", "reverse"), device="cpu")
     summary = run_diagnose(config, tmp_path / "out")
     for name in ("attention", "logit_lens", "embedding_spectrum"):

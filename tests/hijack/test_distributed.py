@@ -20,7 +20,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    summary = run_hijack(HijackConfig(**CONFIG), out, progress=False, plot=False)
+    summary = run_hijack(HijackConfig.of(**CONFIG), out, progress=False, plot=False)
     assert summary["records"] == 24          # every rank gets rank 0's summary
 
 
@@ -32,7 +32,7 @@ def _free_port() -> int:
 
 @pytest.mark.distributed
 def test_two_gloo_ranks_write_what_one_process_writes(tmp_path):
-    run_hijack(HijackConfig(**CONFIG), tmp_path / "one", progress=False, plot=False)
+    run_hijack(HijackConfig.of(**CONFIG), tmp_path / "one", progress=False, plot=False)
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True)
     one = pd.read_parquet(tmp_path / "one" / "rows.parquet")
     two = pd.read_parquet(tmp_path / "two" / "rows.parquet")

@@ -29,7 +29,7 @@ def test_bundled_gemma_golden_numbers_and_a_small_run(gemma, tmp_path):
     assert logp_paris.tolist() == pytest.approx([-0.28, -4.08], abs=0.01)
     assert logp_guam.tolist() == pytest.approx([-17.3, -1.51], abs=0.02)   # hijacked by one sentence
 
-    config = HijackConfig(model="gemma3-270m", schemes=("not-think", "reverse"), max_n=1, relations=("P190",),
+    config = HijackConfig.of(model="gemma3-270m", schemes=("not-think", "reverse"), max_n=1, relations=("P190",),
                           counterfact=FIXTURE, device="cpu", batch_tokens=128)
     summary = run_hijack(config, tmp_path, progress=False, lm=gemma)
     rows = pd.read_parquet(tmp_path / "rows.parquet")

@@ -17,7 +17,7 @@ COLUMNS = ["case_id", "relation_id", "scheme", "n", "mode", "logp_true", "logp_f
 def _config(**kw) -> HijackConfig:
     base = dict(model="tiny-random-llama", schemes=("not-think", "relation"), max_n=2, counterfact=FIXTURE,
                 chunk_size=5, device="cpu", batch_tokens=128)
-    return HijackConfig(**{**base, **kw})
+    return HijackConfig.of(**{**base, **kw})
 
 
 def test_outputs_and_schema(tmp_path, tiny_lms):
@@ -63,7 +63,7 @@ def test_resume_after_interrupt_recomputes_nothing_finished(tmp_path, monkeypatc
 
     calls.clear()
     monkeypatch.setattr(run_mod, "_score_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    run_hijack(dataclasses.replace(cfg, batch_tokens=40), tmp_path / "resumed", progress=False, plot=False)
+    run_hijack(cfg.but(batch_tokens=40), tmp_path / "resumed", progress=False, plot=False)
     assert len(calls) == 3                                            # 5 chunks, 2 were done
     assert [p.stat().st_mtime_ns for p in done] == stamps            # finished chunks untouched
     whole = pd.read_parquet(tmp_path / "whole" / "rows.parquet")

@@ -28,7 +28,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 def _config(cf: Path, **kw) -> HijackConfig:
     base = dict(model="tiny-random-llama", schemes=("not-think",), max_n=2, counterfact=str(cf), chunk_size=4,
                 device="cpu", batch_tokens=256)
-    return HijackConfig(**{**base, **kw})
+    return HijackConfig.of(**{**base, **kw})
 
 
 def _copy_fixture(tmp_path: Path, edit=None) -> Path:

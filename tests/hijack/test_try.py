@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from assocmem.cli import main
-from assocmem.hijack.diagnose_cli import try_prompt
+from assocmem.hijack.try_prompt import try_prompt
 from assocmem.hijack.scoring import score_targets
 from assocmem.models.llm import tiny_random_lm
 

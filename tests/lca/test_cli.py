@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from assocmem.cli import main
 from assocmem.io import read_json
-from assocmem.lca.cli import parse_seeds
+from assocmem.cli.lca import parse_seeds
 
 TINY = ["--m", "3", "--L", "8", "--d", "8", "--steps", "12", "--batch-size", "16", "--warmup-steps", "2",
         "--eval-every", "6", "--eval-samples", "128", "--device", "cpu", "--no-progress"]

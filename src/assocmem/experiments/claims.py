@@ -55,15 +55,12 @@ CLAIMS_BY_ID: dict[str, Claim] = {c.id: c for c in CLAIMS}
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
     """Mean and standard error of the mean (0 for a single value)."""
+    from scipy.stats import sem
+
     vals = [float(v) for v in values]
-    n = len(vals)
-    if n == 0:
+    if not vals:
         return float("nan"), float("nan")
-    mean = sum(vals) / n
-    if n == 1:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in vals) / (n - 1)
-    return mean, math.sqrt(var / n)
+    return sum(vals) / len(vals), (float(sem(vals)) if len(vals) > 1 else 0.0)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from assocmem.experiments.registry import LLM_DTYPE, Context
+from assocmem.hijack.counterfact import CounterFactSelection
+from assocmem.hijack.scoring import ScoringConfig
+from assocmem.models.spec import ModelSpec
 
 # Keep loaded models while their parameters add up to at most this many (both bundled models fit);
 # a larger model evicts the others, so a list of 7B models never holds two at once.
@@ -21,15 +24,13 @@ KEEP_PARAMETERS = 1_500_000_000
 
 @dataclass(frozen=True)
 class HijackStudy:
-    """One run of the hijacking benchmark per model (assocmem.hijack.run.HijackConfig)."""
+    """One run of the hijacking benchmark per model: HijackConfig's own parts (the CounterFact file
+    and model come from the run's context; records a scheme cannot use are skipped and counted)."""
 
     schemes: tuple[str, ...]
     max_n: int  # n = 0..max_n prepended sentences
-    relations: tuple[str, ...] | None = None  # None: every relation
-    per_relation: int | None = None  # stratified sample size per relation (None: every record)
-    mode: str = "first-token"  # first-token | full-target | mean-target
-    extra_modes: tuple[str, ...] = ()  # also scored from the same forward (e.g. ROME's mean-target)
-    seed: int = 0  # of the stratified sample
+    data: CounterFactSelection = field(default_factory=lambda: CounterFactSelection(skip_bad=True))
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
 
 def load_lm(ctx: Context, spec: str):
@@ -69,10 +70,9 @@ def run_study(s: HijackStudy, ctx: Context) -> tuple[pd.DataFrame, dict[str, dic
 
     frames, summaries = [], {}
     for spec, lm in each_model(ctx, 0.05, 0.95):
-        config = HijackConfig(model=spec, schemes=s.schemes, max_n=s.max_n, relations=s.relations,
-                              per_relation=s.per_relation, mode=s.mode, extra_modes=s.extra_modes,
-                              device=str(ctx.device), dtype=LLM_DTYPE,
-                              counterfact=str(ctx.counterfact) if ctx.counterfact else None, skip_bad=True, seed=s.seed)
+        config = HijackConfig(lm=ModelSpec(spec, device=str(ctx.device), dtype=LLM_DTYPE),
+                              data=replace(s.data, counterfact=str(ctx.counterfact) if ctx.counterfact else None),
+                              scoring=s.scoring, schemes=s.schemes, max_n=s.max_n)
         folder = ctx.work_dir / lm.name
         summaries[lm.name] = run_hijack(config, folder, progress=False, lm=lm, plot=False)
         frames.append(pd.read_parquet(folder / "rows.parquet").assign(model=lm.name))

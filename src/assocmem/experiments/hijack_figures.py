@@ -11,7 +11,7 @@ model, and where the models differ the same records are compared (exact McNemar 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -20,7 +20,10 @@ import pandas as pd
 from assocmem.experiments.claims import ClaimResult, fmt
 from assocmem.experiments.hijack_common import HijackStudy, each_model, model_rows, provenance, run_study, skipped_note
 from assocmem.experiments.hijack_stats import compare_models, dose_response, mode_agreement, paired_change
-from assocmem.experiments.registry import Context, Experiment, Result
+from assocmem.experiments.registry import LLM_DTYPE, Context, Experiment, Result
+from assocmem.hijack.counterfact import CounterFactSelection
+from assocmem.hijack.scoring import ScoringConfig
+from assocmem.models.spec import ModelSpec
 from assocmem.plotting import new_figure, save_figure
 
 ALL_SCHEMES = ("not-think", "relation", "reverse", "reverse-not-think", "reverse-relation", "associated",
@@ -60,7 +63,9 @@ class AppendixTable:
 
 @dataclass(frozen=True)
 class DiagnosticsStudy:
-    records: int  # stratified sample size
+    """hijack diagnose's settings (the file and model come from the run's context)."""
+
+    selection: CounterFactSelection
     ns: tuple[int, ...] = (0, 1, 3)
     schemes: tuple[str, ...] = ("not-think",)
 
@@ -168,7 +173,7 @@ def _note(rows: pd.DataFrame) -> str:
 
 
 def run_fig1(s: Examples, ctx: Context) -> Result:
-    from assocmem.hijack.diagnose_cli import try_prompt
+    from assocmem.hijack.try_prompt import try_prompt
 
     rows, curves, claims = [], [], []
     for spec, lm in each_model(ctx):
@@ -213,7 +218,7 @@ def plot_fig1(result: Result, folder: Path) -> list[Path]:
 def run_appendix_table(s: AppendixTable, ctx: Context) -> Result:
     """App. B's table: four records of four relations; the model's answer and both probabilities."""
     from assocmem.hijack.counterfact import load_counterfact
-    from assocmem.hijack.diagnose_cli import try_prompt
+    from assocmem.hijack.try_prompt import try_prompt
 
     records = load_counterfact(ctx.counterfact, skip_bad=True).records
     chosen = [min((r for r in records if r.relation_id == rel), key=lambda r: r.case_id) for rel in s.relations
@@ -372,13 +377,13 @@ def plot_associated(result: Result, folder: Path) -> list[Path]:
 
 
 def run_diagnostics(s: DiagnosticsStudy, ctx: Context) -> Result:
-    from assocmem.hijack.diagnose_cli import DiagnoseConfig, run_diagnose
+    from assocmem.hijack.diagnose import DiagnoseConfig, run_diagnose
 
     rows, figures = [], []
     for spec, lm in each_model(ctx, 0.1, 0.95):
-        config = DiagnoseConfig(model=spec, counterfact=str(ctx.counterfact) if ctx.counterfact else None,
-                                records=s.records, ns=s.ns, schemes=s.schemes, device=str(ctx.device),
-                                dtype="float32", skip_bad=True)
+        config = DiagnoseConfig(lm=ModelSpec(spec, device=str(ctx.device), dtype=LLM_DTYPE),
+                                selection=replace(s.selection, counterfact=str(ctx.counterfact) if ctx.counterfact else None),
+                                ns=s.ns, schemes=s.schemes)
         summary = run_diagnose(config, ctx.work_dir / lm.name, lm=lm)
         for scheme, per_n in summary["takeover_layer"].items():
             for n, layer in sorted(per_n.items(), key=lambda kv: int(kv[0])):
@@ -397,7 +402,7 @@ def run_diagnostics(s: DiagnosticsStudy, ctx: Context) -> Result:
                      "quantity": "eigen-gap (σ_k/σ_k+1) among the top 64", "ours": emb["eigengap_ratio"],
                      "k": emb["eigengap_k"]})
         figures.append(lm.name)
-    return Result(rows=rows, notes=[f"{s.records} records per model; an extension beyond the paper: no paper claim "
+    return Result(rows=rows, notes=[f"{s.selection.records} records per model; an extension beyond the paper: no paper claim "
                                     "is tested here"], data={"models": figures})
 
 
@@ -417,11 +422,12 @@ EXAMPLES = Examples(examples=(
 ))
 APPENDIX = AppendixTable(relations=("P190", "P103", "P1412", "P36"))
 
-SAMPLE_QUICK = HijackStudy(schemes=ALL_SCHEMES, max_n=5, per_relation=2, extra_modes=(ROME,))
+SAMPLE_QUICK = HijackStudy(ALL_SCHEMES, 5, CounterFactSelection(per_relation=2, skip_bad=True), ScoringConfig(extra_modes=(ROME,)))
 # Full: 200 records per relation (6,555 of the 21,919; every record of the 7 relations with fewer),
 # × 7 schemes × n = 0..10 ≈ 430k prompts per model, sized for one GPU; the paper used every record
 # (results/whole-counterfact: the sample's ES is within 0.008 of the whole file's for not-think and relation).
-SAMPLE_FULL = HijackStudy(schemes=ALL_SCHEMES, max_n=10, per_relation=200, extra_modes=(ROME,))
+SAMPLE_FULL = HijackStudy(ALL_SCHEMES, 10, CounterFactSelection(per_relation=200, skip_bad=True),
+                          ScoringConfig(extra_modes=(ROME,)))
 
 EXPERIMENTS = [
     Experiment("fig1", "Hijacking examples", "Fig. 1, §1", EXAMPLES, EXAMPLES, run_fig1, plot_fig1,
@@ -433,17 +439,18 @@ EXPERIMENTS = [
                View(("not-think",)), run_fig2a, plot_fig2a, claims=("hijack-raises-es", "hijack-all-models"),
                requires=("hijack-sample",), uses_llm=True, version=2),
     Experiment("fig2b", "Hijacking with relation sentences, P190 (twin city)", "Fig. 2(b), §3",
-               HijackStudy(schemes=("relation",), max_n=5, relations=("P190",), per_relation=30),
-               HijackStudy(schemes=("relation",), max_n=10, relations=("P190",)),
+               HijackStudy(("relation",), 5, CounterFactSelection(relations=("P190",), per_relation=30, skip_bad=True)),
+               HijackStudy(("relation",), 10, CounterFactSelection(relations=("P190",), skip_bad=True)),
                run_fig2b, plot_fig2b, claims=("hijack-raises-es",), uses_llm=True, version=2),
     Experiment("appB-reverse", "Reverse hijacking: sentences that state or name the true target", "App. B, §5.5",
                View(("reverse", "reverse-not-think", "reverse-relation")),
                View(("reverse", "reverse-not-think", "reverse-relation")), run_reverse, plot_reverse,
                claims=("reverse-lowers-es",), requires=("hijack-sample",), uses_llm=True, version=2),
     Experiment("appB-associated", "Hijacking with associated words (P1412, languages)", "App. B, §3",
-               HijackStudy(schemes=("associated", "associated-reverse"), max_n=5, relations=("P1412",),
-                           per_relation=30),
-               HijackStudy(schemes=("associated", "associated-reverse"), max_n=10, relations=("P1412",)),
+               HijackStudy(("associated", "associated-reverse"), 5,
+                           CounterFactSelection(relations=("P1412",), per_relation=30, skip_bad=True)),
+               HijackStudy(("associated", "associated-reverse"), 10, CounterFactSelection(relations=("P1412",),
+                                                                                          skip_bad=True)),
                run_associated, plot_associated, claims=("associated-hijacks",), uses_llm=True, version=2),
     Experiment("appB-table", "Four CounterFact records of four relations, per model, scheme and n",
                "App. B (example table)", APPENDIX, APPENDIX, run_appendix_table, plot_nothing, uses_llm=True),
@@ -451,7 +458,8 @@ EXPERIMENTS = [
                View(ALL_SCHEMES), View(ALL_SCHEMES), run_atlas, plot_atlas_all, requires=("hijack-sample",),
                uses_llm=True, version=2),
     Experiment("diagnostics", "Inside the LLM: attention to distractors, logit lens, embedding spectrum",
-               "extension (§5 mechanisms on a real LLM)", DiagnosticsStudy(records=20),
-               DiagnosticsStudy(records=200, ns=(0, 1, 3, 5)), run_diagnostics, plot_diagnostics, uses_llm=True,
+               "extension (§5 mechanisms on a real LLM)",
+               DiagnosticsStudy(CounterFactSelection(records=20, skip_bad=True)),
+               DiagnosticsStudy(CounterFactSelection(records=200, skip_bad=True), ns=(0, 1, 3, 5)), run_diagnostics, plot_diagnostics, uses_llm=True,
                version=2),
 ]

@@ -14,7 +14,6 @@ Lookups fail with a "did you mean" hint, as lm-evaluation-harness's task registr
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from assocmem.errors import ConfigError
+from assocmem.errors import ConfigError, did_you_mean
 
 PROFILES: tuple[str, ...] = ("quick", "full")
 # The causal LMs the hijacking experiments run on unless --models says otherwise: both bundled models,
@@ -147,7 +146,7 @@ class Registry:
         if name in self._alias:
             return self._by_id[self._alias[name]]
         names = [*self._by_id, *self._alias]
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        close = did_you_mean(name, names, cutoff=0.5)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise ConfigError(f"--only={name!r} is invalid: allowed one of {', '.join(self._by_id)}{hint}")
 

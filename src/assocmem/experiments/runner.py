@@ -34,7 +34,7 @@ import torch
 from assocmem.config import to_dict
 from assocmem.errors import ConfigError
 from assocmem.experiments.registry import Context, Experiment, Registry, Result
-from assocmem.io import read_json, write_json
+from assocmem.io import read_json, write_csv, write_json
 
 RESULT_FILE = "result.json"
 
@@ -207,9 +207,7 @@ def _write_tables(result: Result, folder: Path) -> None:
     import pandas as pd
 
     for name, rows in result.tables.items():
-        tmp = folder / f".{name}.csv.tmp"
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-        tmp.replace(folder / f"{name}.csv")
+        write_csv(folder / f"{name}.csv", pd.DataFrame(rows))
 
 
 def _swap_into_place(partial: Path, folder: Path) -> None:
@@ -234,66 +232,3 @@ def load_result(folder: Path) -> dict[str, Any] | None:
         return read_json(Path(folder) / RESULT_FILE)
     except (OSError, ValueError):
         return None
-
-
-@dataclass
-class ReproduceSummary:
-    outcomes: list[Outcome]
-    report: Path
-    wall_s: float
-
-    @property
-    def failed(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-
-def reproduce(
-    profile: str = "quick",
-    only: Iterable[str] | None = None,
-    device: str | torch.device = "auto",
-    out_dir: str | Path = "results/quick",
-    llms: tuple[str, ...] | None = None,
-    counterfact: str | Path | None = None,
-    display: Any | None = None,
-    registry: Registry | None = None,
-    command: str | None = None,
-) -> ReproduceSummary:
-    """`assocmem reproduce`: run the selected experiments (cached ones are reused), write report.md."""
-    from assocmem.experiments.registry import DEFAULT_MODELS, PROFILES, default_registry
-    from assocmem.report import write_report
-    from assocmem.runtime import resolve_device
-
-    if profile not in PROFILES:
-        raise ConfigError(f"--profile={profile!r} is invalid: allowed one of {', '.join(PROFILES)}")
-    registry = registry or default_registry()
-    selected = registry.select(only)
-    dev = resolve_device(device)
-    if any(exp.uses_llm for exp in selected):
-        counterfact = find_counterfact(counterfact)
-    started = time.perf_counter()
-    llms = tuple(dict.fromkeys(llms or DEFAULT_MODELS[profile]))
-    if any(exp.uses_llm for exp in selected):
-        from assocmem.models.llm import resolve_model
-
-        for spec in llms:  # an unknown or missing model fails now, not after the synthetic experiments
-            resolve_model(spec)
-    outcomes = run_experiments(selected, profile, out_dir, dev, llms, counterfact, display)
-    wall_s = time.perf_counter() - started
-    report = write_report(out_dir, registry, profile, outcomes, command, wall_s)
-    return ReproduceSummary(outcomes, report, wall_s)
-
-
-def find_counterfact(path: str | Path | None) -> Path | None:
-    """--counterfact if given (must exist); else ../shared/data/counterfact_reconstructed.json next to the
-    repository or the working directory, if present; else None (the loader's default download)."""
-    if path is not None:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"--counterfact={str(path)!r} is invalid: allowed an existing CounterFact JSON file")
-        return path.resolve()
-    repo_root = Path(__file__).resolve().parents[3]
-    for base in (repo_root, Path.cwd()):
-        candidate = base.parent / "shared" / "data" / "counterfact_reconstructed.json"
-        if candidate.is_file():
-            return candidate.resolve()
-    return None

@@ -13,12 +13,9 @@ The official file is a JSON list of records; only these fields are read (everyth
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import json
-import os
+import math
 import random
-import tempfile
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -26,7 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from assocmem.errors import ConfigError
+from assocmem.config import option
+from assocmem.errors import ConfigError, did_you_mean
 
 OFFICIAL_URL = "https://rome.baulab.info/data/dsets/counterfact.json"
 OFFICIAL_SHA256 = "d017056125178a13728594e66a801357a8db9ed7973a7425554bb4271de9fc6f"
@@ -147,37 +145,27 @@ def parse_record(item: object, index: int = 0) -> Record:
 
 def download_counterfact(url: str = OFFICIAL_URL, sha256: str = OFFICIAL_SHA256, dest: Path | None = None) -> Path:
     """The official file in the user cache, downloaded once and checked against its sha256."""
+    from assocmem.io import atomic_write
     from assocmem.models.llm import cache_root
+    from assocmem.provenance import sha256_file
 
     dest = dest or cache_root() / "counterfact.json"
-    if dest.is_file() and _sha256(dest) == sha256:
+    if dest.is_file() and sha256_file(dest) == sha256:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".counterfact.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-        got = _sha256(Path(tmp))
-        if got != sha256:
-            raise ConfigError(f"downloaded CounterFact from {url} has sha256 {got}, expected {sha256}; "
-                              "pass --counterfact PATH to a checked local copy")
-        os.replace(tmp, dest)
+        with atomic_write(dest) as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+            got = sha256_file(tmp)
+            if got != sha256:
+                raise ConfigError(f"downloaded CounterFact from {url} has sha256 {got}, expected {sha256}; "
+                                  "pass --counterfact PATH to a checked local copy")
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", err)
         raise ConfigError(f"could not download CounterFact from {url} ({reason}); offline? "
                           "pass --counterfact PATH to a local copy of counterfact.json") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return dest
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def select_records(
@@ -186,12 +174,16 @@ def select_records(
     limit: int | None = None,
     per_relation: int | None = None,
     seed: int = 0,
+    spread: int | None = None,
 ) -> list[Record]:
     """A deterministic selection, in case_id order.
 
     relations: keep only these relation ids (an id absent from the data → ConfigError, did you mean).
     per_relation: a random sample of at most this many records of each relation (stratified; the
     sample of one relation depends only on `seed` and that relation's records).
+    spread: about this many records in all, spread evenly over the relations: each relation's sample
+    is cut to ceil(spread / #relations), then records are taken round-robin across the relations
+    (all of a smaller relation) until `spread` are chosen.
     limit: then keep the first `limit` records in case_id order.
     """
     by_relation: dict[str, list[Record]] = defaultdict(list)
@@ -201,16 +193,62 @@ def select_records(
         wanted = list(dict.fromkeys(relations))
         for rel in wanted:
             if rel not in by_relation:
-                close = difflib.get_close_matches(rel, sorted(by_relation), n=3)
+                close = did_you_mean(rel, sorted(by_relation))
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise ConfigError(f"--relations: relation {rel!r} has no records in this CounterFact file{hint}")
         by_relation = {rel: by_relation[rel] for rel in wanted}
-    chosen: list[Record] = []
+    if spread is not None:
+        quota = math.ceil(spread / max(len(by_relation), 1))
+        per_relation = quota if per_relation is None else min(per_relation, quota)
+    picked: dict[str, list[Record]] = {}
     for rel in sorted(by_relation):
         group = sorted(by_relation[rel], key=lambda r: r.case_id)
         if per_relation is not None and len(group) > per_relation:
             rng = random.Random(f"{seed}:{rel}")  # string seeds hash stably across runs
-            group = rng.sample(group, per_relation)
-        chosen.extend(group)
+            group = sorted(rng.sample(group, per_relation), key=lambda r: r.case_id)
+        picked[rel] = group
+    if spread is None:
+        chosen = [r for group in picked.values() for r in group]
+    else:
+        chosen, depth = [], 0
+        while len(chosen) < spread and any(depth < len(g) for g in picked.values()):
+            chosen += [g[depth] for g in picked.values() if depth < len(g)]
+            depth += 1
+        chosen = chosen[:spread]
     chosen.sort(key=lambda r: r.case_id)
     return chosen[:limit] if limit is not None else chosen
+
+
+@dataclass(frozen=True)
+class CounterFactSelection:
+    """Which CounterFact file, and which of its records (select_records)."""
+
+    counterfact: str | None = option(None, "Local CounterFact JSON (official layout); default: download the official "
+                                           "file once (offline: pass the path).")
+    relations: tuple[str, ...] | None = option(None, "Only these relation ids, e.g. --relations P190 P103.")
+    per_relation: int | None = option(None, "Stratified sample: at most this many records per relation.")
+    records: int | None = option(None, "About this many records, spread evenly over the relations (round-robin).")
+    limit: int | None = option(None, "Then the first LIMIT records (case_id order).")
+    seed: int = option(0, "Seed of the per-relation sample.")
+    skip_bad: bool = option(False, "Skip and count bad records (no template, targets that cannot be told apart...) "
+                                   "instead of stopping.")
+
+    def __post_init__(self) -> None:
+        from assocmem.config import check_int_range
+
+        if isinstance(self.relations, str):
+            object.__setattr__(self, "relations", (self.relations,))
+        if self.relations is not None:
+            object.__setattr__(self, "relations", tuple(str(r) for r in self.relations))
+        for name in ("per_relation", "records", "limit"):
+            if getattr(self, name) is not None:
+                check_int_range("--" + name.replace("_", "-"), getattr(self, name), 1)
+        check_int_range("--seed", self.seed, 0)
+        if self.counterfact is not None and not Path(self.counterfact).expanduser().is_file():
+            raise ConfigError(f"--counterfact={self.counterfact!r} is invalid: no such file")
+
+    def load(self) -> tuple[LoadResult, list[Record]]:
+        """(the loaded file, the selected records)."""
+        loaded = load_counterfact(self.counterfact, skip_bad=self.skip_bad)
+        return loaded, select_records(loaded.records, self.relations, self.limit, self.per_relation, self.seed,
+                                      self.records)

@@ -1,6 +1,6 @@
 """The hijacking benchmark: CounterFact records × schemes × n = 0..max_n, scored by one causal LM.
 
-    summary = run_hijack(HijackConfig(schemes=("not-think", "relation"), max_n=5, per_relation=5), "runs/h")
+    summary = run_hijack(HijackConfig.of(schemes=("not-think", "relation"), max_n=5, per_relation=5), "runs/h")
 
 Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make resume free):
 
@@ -18,59 +18,47 @@ Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make re
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from assocmem.config import check_choice, check_int_range, to_dict
+from assocmem.config import Composed, check_int_range, flat_dict, from_flat, option, to_dict
 from assocmem.errors import ConfigError
 from assocmem.hijack import distributed as D
-from assocmem.hijack.counterfact import BadRecord, Record, load_counterfact, select_records
+from assocmem.hijack.counterfact import BadRecord, CounterFactSelection, Record
 from assocmem.hijack.metrics import decide, directions, rates
 from assocmem.hijack.schemes import Scheme, get_scheme, prompt_parts, sentence
-from assocmem.hijack.scoring import MODES, collect, encode_pairs, plan_requests, score_plan
-from assocmem.io import read_json, write_json
+from assocmem.hijack.scoring import Batching, ScoringConfig, collect, encode_pairs, plan_requests, score_plan
+from assocmem.io import read_json, write_json, write_parquet
 from assocmem.models.packing import PackingStats
+from assocmem.models.spec import ModelSpec
 
 # Fields that may change between a run and its resumption (they do not change what is computed).
 _RESUMABLE = ("batch_tokens", "row_tokens", "device", "device_map", "max_memory", "batch_size")  # batch_size: older folders
 
 
 @dataclass(frozen=True)
-class HijackConfig:
-    model: str = "gemma3-270m"                 # bundled name, hub id, local dir or .gguf (models/llm.py)
-    schemes: tuple[str, ...] = ("not-think", "relation")  # registry names (schemes.py), "template" for --template
-    max_n: int = 10                            # prepend n = 0..max_n copies of the scheme's sentence
-    relations: tuple[str, ...] | None = None   # keep only these relation ids (None: all)
-    limit: int | None = None                   # then the first `limit` records in case_id order
-    per_relation: int | None = None            # stratified sample: at most this many records per relation
-    mode: str = "first-token"                  # first-token | full-target (sum of token log-probs) | mean-target (ROME)
-    extra_modes: tuple[str, ...] = ()          # also score these modes (one teacher-forced forward gives all three)
-    batch_tokens: int | None = None            # tokens per forward (packed rows × row length); None: by device
-    row_tokens: int = 512                      # packed row length (a longer segment gets a row of its own)
-    device: str = "auto"                       # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"                        # auto (float32 on CPU, the checkpoint's own on GPU) | float32 | bfloat16 | float16
-    device_map: str | None = None              # e.g. "auto": shard a large model over GPUs (accelerate)
-    max_memory: str | None = None              # with device_map: cap per device, "0=20GiB,1=20GiB,cpu=64GiB"
-    counterfact: str | None = None             # path to the official-layout JSON; None: download the official file
-    template: str | None = None                # user sentence for scheme "template"
-    skip_bad: bool = False                     # skip (and count) bad records instead of failing
-    seed: int = 0                              # seed of the per-relation sample
-    chunk_size: int = 256                      # records per resumable chunk
-    trust_remote_code: bool = False            # only for hub models that need it
+class HijackConfig(Composed):
+    """Everything `assocmem hijack` runs: a model, a CounterFact selection, a scoring rule, the schemes
+    and n; composed of the configs those concepts own, each checked once at construction."""
+
+    lm: ModelSpec = option(factory=ModelSpec)
+    data: CounterFactSelection = option(factory=CounterFactSelection)
+    scoring: ScoringConfig = option(factory=ScoringConfig)
+    batching: Batching = option(factory=Batching)
+    schemes: tuple[str, ...] = option(("not-think", "relation"), "Schemes, e.g. --schemes not-think relation reverse "
+                                                                 "(see --list-schemes).")
+    max_n: int = option(10, "Prepend n = 0..max-n sentences.")
+    template: str | None = option(None, 'Your own sentence, e.g. "{subject} is not related to {target_false}." '
+                                        '(scheme "template").')
+    chunk_size: int = option(256, "Records per resumable chunk.")
 
     def __post_init__(self):
-        for name in ("schemes", "relations", "extra_modes"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = (value,)
-            if value is not None:
-                object.__setattr__(self, name, tuple(str(v) for v in value))
-        if self.template and "template" not in self.schemes:
-            object.__setattr__(self, "schemes", self.schemes + ("template",))
+        schemes = (self.schemes,) if isinstance(self.schemes, str) else tuple(str(v) for v in self.schemes)
+        if self.template and "template" not in schemes:
+            schemes += ("template",)
+        object.__setattr__(self, "schemes", schemes)
         if not self.schemes:
             raise ConfigError("--schemes is empty: give at least one scheme")
         if len(set(self.schemes)) != len(self.schemes):
@@ -78,45 +66,28 @@ class HijackConfig:
         for name in self.schemes:
             get_scheme(name, self.template)  # unknown name / bad template → ConfigError
         check_int_range("--max-n", self.max_n, 0)
-        if self.batch_tokens is not None:
-            check_int_range("--batch-tokens", self.batch_tokens, 1)
-        check_int_range("--row-tokens", self.row_tokens, 1)
         check_int_range("--chunk-size", self.chunk_size, 1)
-        check_int_range("--seed", self.seed, 0)
-        if self.limit is not None:
-            check_int_range("--limit", self.limit, 1)
-        if self.per_relation is not None:
-            check_int_range("--per-relation", self.per_relation, 1)
-        check_choice("--mode", self.mode, MODES)
-        for extra in self.extra_modes:
-            check_choice("--extra-modes", extra, MODES)
-        if self.mode in self.extra_modes:
-            raise ConfigError(f"--extra-modes={list(self.extra_modes)!r} repeats --mode={self.mode!r}")
-        from assocmem.runtime import check_dtype
-
-        check_dtype(self.dtype)
-        from assocmem.models.llm import check_max_memory, parse_max_memory
-
-        check_max_memory(parse_max_memory(self.max_memory), self.device_map)
-
-    @property
-    def planning_mode(self) -> str:
-        """first-token when that is all that is asked, else full-target (gives every mode)."""
-        return "first-token" if {self.mode, *self.extra_modes} == {"first-token"} else "full-target"
 
     @property
     def scheme_objects(self) -> list[Scheme]:
         return [get_scheme(name, self.template) for name in self.schemes]
 
 
-def config_from_dict(raw: dict) -> HijackConfig:
-    """A HijackConfig from a run folder's config.json (fields it does not know, e.g. an older
-    folder's batch_size or the fingerprints, are left out)."""
-    import dataclasses
+def config_from_dict(raw: dict, **overrides) -> HijackConfig:
+    """A HijackConfig from a run folder's config.json, nested (this version) or flat (older folders);
+    fields it does not know (an older folder's batch_size, the fingerprints) are left out. `overrides`
+    replace leaves, e.g. device="cpu" to check a GPU run here."""
+    return from_flat(HijackConfig, {**flat_dict_of(raw), **overrides})
 
-    known = {f.name for f in dataclasses.fields(HijackConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
-    return HijackConfig(**values)
+
+def flat_dict_of(raw: dict) -> dict:
+    """{leaf: value} of a config.json dict, whether nested or flat."""
+    out = {}
+    for key, value in raw.items():
+        if key == "fingerprints":
+            continue
+        out.update(flat_dict_of(value) if isinstance(value, dict) else {key: value})
+    return out
 
 
 @dataclass
@@ -148,7 +119,7 @@ def plan_items(tokenizer, items: list[WorkItem], mode: str):
 def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm=None, plot: bool = True) -> dict:
     """Score every (record, scheme, n) of `config`, resuming from finished chunks; returns the summary.
 
-    `lm` (a models.llm.LoadedLM) skips loading `config.model`; `plot=False` skips rates.png.
+    `lm` (a models.llm.LoadedLM) skips loading `config.lm`; `plot=False` skips rates.png.
     Under torchrun every rank calls this with the same arguments; each scores a share of every
     chunk, rank 0 writes the files, and every rank returns the summary.
     """
@@ -165,22 +136,17 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     if error:
         raise ConfigError(error)
 
-    loaded = load_counterfact(config.counterfact, skip_bad=config.skip_bad)
-    records = select_records(loaded.records, config.relations, config.limit, config.per_relation, config.seed)
+    loaded, records = config.data.load()
     skipped = [{"case_id": c, "scheme": None, "reason": r, "kind": k} for c, r, k in _kinds(loaded.skipped)]
     if lm is None:
-        from assocmem.models.llm import load_causal_lm, parse_max_memory
-
-        lm = load_causal_lm(config.model, device=D.device_for_rank(config.device, ctx), dtype=config.dtype,
-                            device_map=config.device_map, trust_remote_code=config.trust_remote_code,
-                            max_memory=parse_max_memory(config.max_memory))
+        lm = config.lm.load(device=D.device_for_rank(config.lm.device, ctx))
     if ctx.is_main:
         error = _check_hub_commit(out, prints, lm)
     error = D.broadcast_object(ctx, error if ctx.is_main else None)
     if error:
         raise ConfigError(error)
-    records = check_targets(lm.tokenizer, records, config.mode, config.skip_bad, skipped)
-    pairs = _valid_pairs(records, config.scheme_objects, config.skip_bad, skipped)
+    records = check_targets(lm.tokenizer, records, config.scoring.mode, config.data.skip_bad, skipped)
+    pairs = _valid_pairs(records, config.scheme_objects, config.data.skip_bad, skipped)
 
     chunk_dir = out / "chunks"
     n_chunks = (len(records) + config.chunk_size - 1) // config.chunk_size
@@ -206,7 +172,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         rows, stats = _score_chunk(lm, items_by_chunk[c], config, ctx, bar)
         if ctx.is_main:  # the stats first: the parquet marks the chunk as done
             write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
-            _write_parquet(rows, _chunk_path(chunk_dir, c))
+            write_parquet(_chunk_path(chunk_dir, c), rows)
     if bar is not None:
         bar.close()
 
@@ -214,7 +180,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     if ctx.is_main:
         frames = [pd.read_parquet(_chunk_path(chunk_dir, c)) for c in range(n_chunks)]
         rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
-        _write_parquet(rows, out / "rows.parquet")
+        write_parquet(out / "rows.parquet", rows)
         summary = summarise(rows, config, lm.name, len(records), skipped)
         summary["placement"] = {"processes": ctx.world_size, "model_devices": model_devices(lm.model),
                                 "dtype": str(lm.dtype).removeprefix("torch.")}
@@ -227,7 +193,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
             from assocmem.hijack.plots import plot_rates
 
             plot_rates(pd.DataFrame(summary["rates"]), out / "rates.png",
-                       title=f"{lm.name}, {config.mode}, {summary['records']} records")
+                       title=f"{lm.name}, {config.scoring.mode}, {summary['records']} records")
     return D.broadcast_object(ctx, summary)
 
 
@@ -259,12 +225,12 @@ def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistCon
                  bar=None) -> tuple[pd.DataFrame | None, PackingStats]:
     """Score one chunk (this rank's share); on rank 0 return its rows and every rank's packing counts
     summed, elsewhere (None, this rank's counts)."""
-    plan = plan_items(lm.tokenizer, items, config.planning_mode)
+    plan = plan_items(lm.tokenizer, items, config.scoring.planning_mode)
     if bar is not None:
         bar.total += len(range(ctx.rank, len(plan.requests), ctx.world_size)) - len(items) // ctx.world_size
         bar.refresh()
     stats = PackingStats()
-    mine = score_plan(lm, plan, batch_tokens=config.batch_tokens, row_tokens=config.row_tokens, shard=ctx.shard,
+    mine = score_plan(lm, plan, batch_tokens=config.batching.batch_tokens, row_tokens=config.batching.row_tokens, shard=ctx.shard,
                       bar=bar, stats=stats)
     parts = D.gather_objects(ctx, (mine, stats))
     if not ctx.is_main:
@@ -273,10 +239,10 @@ def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistCon
     stats = PackingStats()
     for _, s in parts:
         stats.add(s)
-    logp_true, logp_false = collect(plan, results, config.mode)
+    logp_true, logp_false = collect(plan, results, config.scoring.mode)
     hijacked, true_preferred = decide(logp_true, logp_false)
     extra = {}
-    for m in config.extra_modes:
+    for m in config.scoring.extra_modes:
         t, f = collect(plan, results, m)
         extra.update({f"logp_true:{m}": t.numpy(), f"logp_false:{m}": f.numpy(), f"hijacked:{m}": (f > t).numpy()})
     return pd.DataFrame({
@@ -284,7 +250,7 @@ def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistCon
         "relation_id": [it.record.relation_id for it in items],
         "scheme": [it.scheme for it in items],
         "n": pd.Series([it.n for it in items], dtype="int64"),
-        "mode": config.mode,
+        "mode": config.scoring.mode,
         "logp_true": logp_true.numpy(),
         "logp_false": logp_false.numpy(),
         "hijacked": hijacked.numpy(),
@@ -307,8 +273,8 @@ def summarise(rows: pd.DataFrame, config: HijackConfig, model_name: str, n_recor
         by_reason[s.get("kind", "malformed")] = by_reason.get(s.get("kind", "malformed"), 0) + 1
     return {
         "model": model_name,
-        "mode": config.mode,
-        "counterfact": config.counterfact or "official (downloaded)",
+        "mode": config.scoring.mode,
+        "counterfact": config.data.counterfact or "official (downloaded)",
         "records": n_records,
         "records_per_scheme": {s: int(rows.loc[(rows["scheme"] == s) & (rows["n"] == 0)].shape[0])
                                for s in config.schemes} if len(rows) else {},
@@ -382,7 +348,7 @@ def _prepare_out_dir(config: HijackConfig, out: Path) -> tuple[str | None, dict 
     from assocmem.hijack.counterfact import counterfact_path
     from assocmem.provenance import fingerprints, what_changed
 
-    prints = fingerprints(counterfact_path(config.counterfact), config.model)
+    prints = fingerprints(counterfact_path(config.data.counterfact), config.lm.model)
     path = out / "config.json"
     started = any((out / "chunks").glob("chunk-*.parquet"))   # before any chunk, a new config just replaces
     if path.is_file() and started:
@@ -392,8 +358,8 @@ def _prepare_out_dir(config: HijackConfig, out: Path) -> tuple[str | None, dict 
             return (f"--out={str(out)!r}: its config.json is unreadable ({type(err).__name__}), so its chunks cannot "
                     "be checked; use a new --out, or delete the folder to start over"), prints
         old_prints = old.pop("fingerprints", None)
-        old = {k: v for k, v in old.items() if k not in _RESUMABLE}
-        new = {k: v for k, v in to_dict(config).items() if k not in _RESUMABLE}
+        old = {k: v for k, v in flat_dict_of(old).items() if k not in _RESUMABLE}
+        new = {k: v for k, v in flat_dict(config).items() if k not in _RESUMABLE}
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             return (f"--out={str(out)!r} holds a run with a different config ({', '.join(diff)}); "
@@ -402,8 +368,8 @@ def _prepare_out_dir(config: HijackConfig, out: Path) -> tuple[str | None, dict 
         if changed:
             return (f"--out={str(out)!r} holds a run computed from a different {'; '.join(changed)}: "
                     "resuming would mix rows of both; use a new --out, or restore what changed"), prints
-        prints = {**prints, **({"model": {**prints["model"], **{k: v for k, v in old_prints["model"].items()
-                                                                 if k == "commit"}}} if old_prints else {})}
+        if old_prints and "commit" in old_prints["model"]:  # a hub model's revision, known once loaded
+            prints["model"]["commit"] = old_prints["model"]["commit"]
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, {**to_dict(config), "fingerprints": prints})
     return None, prints
@@ -457,24 +423,11 @@ def _chunk_ok(chunk_dir: Path, c: int, expected_rows: int, recomputed: list[str]
 def _wants_cuda(config: HijackConfig) -> bool:
     import torch
 
-    return config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
+    return config.lm.device.startswith("cuda") or (config.lm.device == "auto" and torch.cuda.is_available())
 
 
 def _chunk_path(chunk_dir: Path, c: int) -> Path:
     return chunk_dir / f"chunk-{c:05d}.parquet"
-
-
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Atomic: a reader (or a resumed run) never sees a half-written file. zstd: the prompt column
-    repeats its sentences n times, which zstd folds away."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _empty_rows() -> pd.DataFrame:

@@ -20,7 +20,6 @@ positive twin of `relation`, so the two differ only in "not" and which target is
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import string
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from assocmem.errors import ConfigError
+from assocmem.errors import ConfigError, did_you_mean
 from assocmem.hijack.counterfact import BadRecord, Record
 
 PLACEHOLDERS = ("subject", "target_false", "target_true", "prompt", "assoc_false", "assoc_true")
@@ -68,7 +67,7 @@ def get_scheme(name: str, template: str | None = None) -> Scheme:
         return template_scheme(template)
     if name not in SCHEMES:
         names = sorted(SCHEMES) + ["template"]
-        close = difflib.get_close_matches(name, names, n=3)
+        close = did_you_mean(name, names)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"--schemes: unknown scheme {name!r}; {hint}allowed: {', '.join(names)}")
     return SCHEMES[name]
@@ -94,7 +93,7 @@ def _check_template(template: str, option: str) -> set[str]:
         if field is None:
             continue
         if field not in PLACEHOLDERS or spec or conv:
-            close = difflib.get_close_matches(field, PLACEHOLDERS, n=1)
+            close = did_you_mean(field, PLACEHOLDERS, n=1)
             hint = f" (did you mean {{{close[0]}}}?)" if close else ""
             raise ConfigError(f"{option}={template!r} is invalid: unknown placeholder {{{field}}}{hint}; "
                               f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")

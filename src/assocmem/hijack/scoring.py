@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from assocmem.config import check_int_range
+from assocmem.config import check_choice, check_int_range, option
 from assocmem.errors import ConfigError, bad_option
 from assocmem.models.packed_forward import forward_rows, read_positions, token_logprobs
 from assocmem.models.packing import PackingStats, Segment, iter_layouts, plan_batches, share_prefixes
@@ -38,6 +38,46 @@ MODES = ("first-token", "full-target", "mean-target")
 # a GPU needs tens of thousands to fill its matrix units.
 DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 65536}
 DEFAULT_ROW_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How two targets are compared (the contract above)."""
+
+    mode: str = option("first-token", "first-token | full-target (sum of the target's token log-probs) | "
+                                      "mean-target (ROME's rule: mean per-token log-prob).")
+    extra_modes: tuple[str, ...] = option((), "Also score these modes, from the same teacher-forced forward "
+                                              "(e.g. --extra-modes mean-target).")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.extra_modes, str):
+            object.__setattr__(self, "extra_modes", (self.extra_modes,))
+        object.__setattr__(self, "extra_modes", tuple(self.extra_modes))
+        check_choice("--mode", self.mode, MODES)
+        for extra in self.extra_modes:
+            check_choice("--extra-modes", extra, MODES)
+        if self.mode in self.extra_modes:
+            raise ConfigError(f"--extra-modes={list(self.extra_modes)!r} repeats --mode={self.mode!r}")
+
+    @property
+    def planning_mode(self) -> str:
+        """first-token when that is all that is asked, else full-target (which gives every mode)."""
+        return "first-token" if {self.mode, *self.extra_modes} == {"first-token"} else "full-target"
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How much one packed forward holds (results do not depend on it)."""
+
+    batch_tokens: int | None = option(None, "Tokens (not prompts) per forward: packed rows × row length. "
+                                            "Default 2048 on CPU, 65536 on GPU.")
+    row_tokens: int = option(DEFAULT_ROW_TOKENS, "Length of a packed row (a record's prompts for every n share "
+                                                 "one segment; a longer segment gets a row of its own).")
+
+    def __post_init__(self) -> None:
+        if self.batch_tokens is not None:
+            check_int_range("--batch-tokens", self.batch_tokens, 1)
+        check_int_range("--row-tokens", self.row_tokens, 1)
 
 
 @dataclass

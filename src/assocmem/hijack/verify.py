@@ -12,14 +12,41 @@ again with the same settings, and reports how many decisions agree and the large
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from assocmem.config import option
 from assocmem.errors import ConfigError
 from assocmem.io import read_json
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """`assocmem verify DIR`."""
+
+    folder: str = option(None, "A run folder (config.json + rows.parquet), or a folder holding several "
+                               "(a reproduce output).", flag="DIR", argument=True)
+    sample: int = option(200, "Rows re-computed per run folder (a seeded random sample).")
+    seed: int = option(0, "Seed of the sample.")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N.")
+    counterfact: str | None = option(None, "The CounterFact file, where it is not at the recorded path (its sha256 "
+                                           "must match).")
+    tolerance: float = option(1e-3, "Largest |Δ log-prob| counted as agreeing (float32 across CPU and GPU: ~1e-4).")
+
+    def __post_init__(self) -> None:
+        from assocmem.config import check_float_range, check_int_range
+        from assocmem.runtime import check_device
+
+        if not self.folder:
+            raise ConfigError("DIR is required: a run folder")
+        check_int_range("--sample", self.sample, 1)
+        check_int_range("--seed", self.seed, 0)
+        check_float_range("--tolerance", self.tolerance, 0.0)
+        check_device(self.device)
 
 
 def run_folders(root: str | Path) -> list[Path]:
@@ -43,7 +70,7 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
 
     `models`: a dict the caller keeps between folders, so a model is loaded once per (spec, dtype)."""
     from assocmem.hijack.counterfact import load_counterfact
-    from assocmem.hijack.run import config_from_dict, plan_items, WorkItem
+    from assocmem.hijack.run import WorkItem, config_from_dict, flat_dict_of, plan_items
     from assocmem.hijack.schemes import get_scheme, prompt_parts
     from assocmem.hijack.scoring import collect, score_plan
     from assocmem.models.llm import load_causal_lm
@@ -57,12 +84,12 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
         raise ConfigError(f"{folder}: config.json or rows.parquet is unreadable ({type(err).__name__}); "
                           "the run cannot be verified") from None
     recorded = raw.get("fingerprints")
-    config = config_from_dict(raw)
-    path = counterfact or (recorded or {}).get("counterfact", {}).get("path") or config.counterfact
+    path = counterfact or (recorded or {}).get("counterfact", {}).get("path") or flat_dict_of(raw).get("counterfact")
     if path is None or not Path(path).is_file():
         raise ConfigError(f"{folder}: the CounterFact file it was computed from ({path}) is not here; "
                           "pass --counterfact PATH")
-    now = {"counterfact": counterfact_fingerprint(path), "model": model_fingerprint(config.model),
+    config = config_from_dict(raw, device=device, counterfact=str(path))
+    now = {"counterfact": counterfact_fingerprint(path), "model": model_fingerprint(config.lm.model),
            "assocmem": (recorded or {}).get("assocmem")}
     if recorded:
         changed = [c for c in what_changed(recorded, now) if "commit" not in c]
@@ -72,17 +99,17 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
     summary = _read_summary(folder)
     dtype = summary.get("placement", {}).get("dtype") or config.dtype
     models = {} if models is None else models
-    if (config.model, dtype) not in models:
-        models[(config.model, dtype)] = load_causal_lm(config.model, device=device, dtype=dtype)
-    lm = models[(config.model, dtype)]
+    if (config.lm.model, dtype) not in models:
+        models[(config.lm.model, dtype)] = load_causal_lm(config.lm.model, device=device, dtype=dtype)
+    lm = models[(config.lm.model, dtype)]
     records = {r.case_id: r for r in load_counterfact(path, skip_bad=True).records}
     picked = rows.sample(n=min(sample, len(rows)), random_state=np.random.RandomState(seed)).sort_index()
     items = []
     for row in picked.itertuples():
         shared, prompt = prompt_parts(records[int(row.case_id)], get_scheme(row.scheme, config.template), int(row.n))
         items.append(WorkItem(records[int(row.case_id)], row.scheme, int(row.n), prompt, shared))
-    plan = plan_items(lm.tokenizer, items, config.mode)
-    logp_true, logp_false = collect(plan, score_plan(lm, plan))
+    plan = plan_items(lm.tokenizer, items, config.scoring.planning_mode)
+    logp_true, logp_false = collect(plan, score_plan(lm, plan), config.scoring.mode)
     old_t, old_f = picked["logp_true"].to_numpy(), picked["logp_false"].to_numpy()
     new_t, new_f = logp_true.numpy(), logp_false.numpy()
     same = (np.sign(old_f - old_t) == np.sign(new_f - new_t))

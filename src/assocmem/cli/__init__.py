@@ -1,9 +1,10 @@
-"""The `assocmem` command: a thin shell. Each half registers its own sub-commands:
+"""The `assocmem` command: the top layer, which nothing in the package imports. One module a
+command family, each a thin shell over one public library function:
 
-    assocmem lca train ...          (assocmem.lca.cli)
-    assocmem hijack ...             (assocmem.hijack.cli)
-    assocmem reproduce ...          (assocmem.experiments.cli)
-    assocmem verify DIR             (assocmem.hijack.verify)
+    assocmem lca train ...          (assocmem.cli.lca -> assocmem.lca.train)
+    assocmem hijack ...             (assocmem.cli.hijack -> assocmem.hijack.run / diagnose / try_prompt)
+    assocmem verify DIR             (assocmem.cli.hijack -> assocmem.hijack.verify)
+    assocmem reproduce ...          (assocmem.cli.reproduce -> assocmem.experiments.runner)
 
 Every user-facing error is a ConfigError, printed here on one line (exit status 2).
 """
@@ -25,15 +26,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from assocmem.experiments.cli import register as register_reproduce
-    from assocmem.hijack.cli import app as hijack_app
-    from assocmem.hijack.cli import verify_command
-    from assocmem.lca.cli import app as lca_app
+    from assocmem.cli import hijack, lca, reproduce
 
-    app.add_typer(lca_app, name="lca", help="Latent concept association: train and analyse one-layer transformers.")
-    app.add_typer(hijack_app, name="hijack", help="Context hijacking of causal LMs on CounterFact.")
-    register_reproduce(app)
-    app.command("verify")(verify_command)
+    app.add_typer(lca.app, name="lca", help="Latent concept association: train and analyse one-layer transformers.")
+    hijack.register(app)
+    reproduce.register(app)
 
 
 _register()

@@ -20,8 +20,9 @@ from typing import Any
 from assocmem.experiments.claims import CLAIMS
 from assocmem.experiments.registry import Registry
 from assocmem.experiments.runner import Outcome, load_result
+from assocmem.io import write_text
 
-REFERENCE_FILE = Path(__file__).parent / "data" / "paper_reference.json"
+REFERENCE_FILE = Path(__file__).resolve().parent.parent / "data" / "paper_reference.json"
 PAPER = ('Jiang, Rajendran, Ravikumar, Aragam, "Do LLMs dream of elephants (when told not to)? Latent concept '
          'association and associative memory in transformers", NeurIPS 2024, arXiv 2406.18400')
 
@@ -50,11 +51,7 @@ def write_report(
     lines += _index(registry, results, by_outcome)
     for exp in registry:
         lines += _experiment_section(exp, results[exp.id], by_outcome.get(exp.id), reference.get(exp.id, {}))
-    path = out_dir / "report.md"
-    tmp = out_dir / ".report.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text(out_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def _header(out_dir: Path, profile: str, results: dict, command: str | None, run_wall_s: float | None) -> list[str]:

@@ -1,0 +1,107 @@
+"""`assocmem hijack try`: the paper's Fig. 1 for any fact a user types.
+
+    rows = try_prompt(lm, "The Eiffel Tower is in the city of", "Paris", "Chicago", max_n=3)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from assocmem.config import Composed, check_choice, check_int_range, option
+from assocmem.errors import ConfigError
+from assocmem.hijack import diagnostics as D
+from assocmem.models.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class TryConfig(Composed):
+    """`assocmem hijack try`: one typed fact, a scheme, n = 0..max_n."""
+
+    text: str = option(None, 'The fact\'s prompt, e.g. "The Eiffel Tower is in the city of".', flag="TEXT",
+                       argument=True)
+    target_true: str = option(None, "The true target, e.g. Paris.", flag="--true")
+    target_false: str = option(None, "The false target, e.g. Chicago.", flag="--false")
+    lm: ModelSpec = option(factory=ModelSpec)
+    scheme: str = option("not-think", "Hijack scheme (assocmem hijack --list-schemes).")
+    max_n: int = option(5, "Largest number of prepended sentences.")
+    subject: str | None = option(None, "The prompt's subject (schemes that name it need it).")
+    relation_id: str = option("user", "Relation id (for the relation schemes), e.g. P190.", flag="--relation")
+    template: str | None = option(None, 'Sentence of scheme "template".')
+    mode: str = option("first-token", "first-token | full-target | mean-target probabilities.")
+    top_k: int = option(5, "How many next tokens to show.")
+
+    def __post_init__(self) -> None:
+        from assocmem.hijack.schemes import get_scheme
+        from assocmem.hijack.scoring import MODES
+
+        for name, flag in (("text", "TEXT"), ("target_true", "--true"), ("target_false", "--false")):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ConfigError(f"{flag} is required: a non-empty text")
+        check_int_range("--max-n", self.max_n, 0)
+        check_int_range("--top-k", self.top_k, 1)
+        check_choice("--mode", self.mode, MODES)
+        get_scheme(self.scheme, self.template)
+
+    def run(self, lm) -> list["TryRow"]:
+        return try_prompt(lm, self.text, self.target_true, self.target_false, scheme=self.scheme, max_n=self.max_n,
+                          top_k=self.top_k, mode=self.mode, subject=self.subject, relation_id=self.relation_id,
+                          template=self.template)
+
+
+@dataclass
+class TryRow:
+    """One n of `try_prompt`: the prompt, the top next tokens and both targets' probabilities."""
+
+    n: int
+    prompt: str
+    top: list[tuple[str, float]]   # (decoded token, probability), most likely first
+    p_true: float
+    p_false: float
+
+
+def user_record(text: str, target_true: str, target_false: str, subject: str | None = None,
+                relation_id: str = "user"):
+    """A CounterFact Record for a typed fact; the subject (if given) must occur in the text."""
+    from assocmem.hijack.counterfact import Record
+
+    if subject is not None and subject not in text:
+        raise ConfigError(f"--subject={subject!r} is invalid: allowed a phrase that occurs in the prompt {text!r}")
+    subject = subject or text
+    template = text.replace(subject, "{}", 1)
+    return Record(case_id=-1, relation_id=relation_id, prompt=template, subject=subject,
+                  target_true=target_true.strip(), target_false=target_false.strip())
+
+
+def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str = "not-think", max_n: int = 5,
+               top_k: int = 5, mode: str = "first-token", subject: str | None = None,
+               relation_id: str = "user", template: str | None = None) -> list[TryRow]:
+    """For n = 0..max_n: the hijacked prompt, its top-k next tokens, and P(target_true), P(target_false)
+    (first token, or the whole target with mode="full-target") — the paper's Fig. 1 for one fact."""
+    from assocmem.hijack.schemes import get_scheme, prompt_parts
+    from assocmem.hijack.scoring import score_targets
+
+    check_int_range("--max-n", max_n, 0)
+    check_int_range("--top-k", top_k, 1)
+    entry = get_scheme(scheme, template)
+    names_subject = entry.relation_form is not None or "{subject}" in (entry.sentence or "")
+    if names_subject and subject is None:
+        raise ConfigError(f"--scheme={scheme!r} names the subject: pass --subject (a phrase of the prompt)")
+    record = user_record(text, target_true, target_false, subject, relation_id)
+    shared, prompts = zip(*[prompt_parts(record, entry, n) for n in range(max_n + 1)])
+    trace = D.trace_last_position(lm, prompts, attention=False, groups=[0] * len(prompts))
+    logp = D.final_logprobs(lm, trace.resid)  # (prompt, d_vocab)
+    top = logp.exp().topk(top_k, dim=-1)
+    lp_true, lp_false = score_targets(lm, prompts, [record.target_true] * len(prompts),
+                                      [record.target_false] * len(prompts), mode=mode,
+                                      groups=[0] * len(prompts), shared=shared)
+    rows = []
+    for n, prompt in enumerate(prompts):
+        tokens = [lm.tokenizer.decode([int(t)]) for t in top.indices[n]]
+        rows.append(TryRow(n=n, prompt=prompt, top=list(zip(tokens, top.values[n].tolist())),
+                           p_true=math.exp(float(lp_true[n])), p_false=math.exp(float(lp_false[n]))))
+    return rows
+
+
+def _p(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
