@@ -65,10 +65,10 @@ def random_gemma(arch: str, device: str, dtype: torch.dtype, tokenizer_dir: str 
     tokenizer = AutoTokenizer.from_pretrained(source)
     config = Gemma3TextConfig(vocab_size=262144, max_position_embeddings=32768, rope_theta=1_000_000.0,
                               **ARCHS[arch])
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device(device):   # initialised on the device: fast, no host copy
         torch.manual_seed(0)
         model = Gemma3ForCausalLM(config).to(dtype=dtype)
-    model.to(device=device).eval()
+    model.eval()
     return LoadedLM(model, tokenizer, f"{arch}-random-init")
 
 

@@ -35,13 +35,10 @@ def alone(lm, rows: pd.DataFrame, counterfact: str) -> pd.DataFrame:
     for row in rows.itertuples():
         rec = records[row.case_id]
         prompt = build_prompt(rec, get_scheme(row.scheme), int(row.n))
-        values = []
-        for target in (rec.target_true, rec.target_false):
-            ctx, cont = encode_pairs(lm.tokenizer, [prompt], [" " + target])[0]
-            ids = torch.tensor([prefix + ctx], device=lm.device)
-            logits = lm.model(ids).logits[0, -1].float()
-            values.append(float(torch.log_softmax(logits, -1)[cont[0]]))
-        out.append(values)
+        pairs = encode_pairs(lm.tokenizer, [prompt] * 2, [" " + rec.target_true, " " + rec.target_false])
+        ids = torch.tensor([prefix + pairs[0][0]], device=lm.device)       # the same context for both targets
+        logp = torch.log_softmax(lm.model(ids).logits[0, -1].float(), -1)
+        out.append([float(logp[cont[0]]) for _, cont in pairs])
     return rows.assign(logp_true=[v[0] for v in out], logp_false=[v[1] for v in out])
 
 
