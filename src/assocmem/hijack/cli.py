@@ -131,8 +131,10 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 def _register_subcommands() -> None:
     from assocmem.hijack.diagnose_cli import register
+    from assocmem.hijack.mechanism_cli import register as register_mechanism
 
     register(app)
+    register_mechanism(app)
 
 
 _register_subcommands()

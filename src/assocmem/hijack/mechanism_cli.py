@@ -1,0 +1,234 @@
+"""`assocmem hijack mechanism`: the causal tests of hijack.mechanism as a pipeline, its figures and CLI.
+
+    assocmem hijack mechanism --model gemma3-270m --records 200 --n 1 3 \\
+        --counterfact ../shared/data/counterfact_reconstructed.json --out runs/mechanism
+
+`run_mechanism` writes, under its out folder: records.parquet (margins per record × n),
+interventions.parquet (margin and restoration per record × n × intervention), restoration.{parquet,csv}
+(means over the used records with SE and 95% CI, ratio of means, knockout minus control),
+knockout.png, patching.png, summary.json and config.json.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+from typer.core import TyperCommand
+
+from assocmem.config import save_config
+from assocmem.errors import ConfigError
+from assocmem.hijack import mechanism as M
+from assocmem.plotting import new_figure, save_figure
+
+
+def run_mechanism(config: M.MechanismConfig, out_dir: str | Path, lm=None, progress=None) -> dict:
+    """Knockout and patching on a stratified CounterFact sample (hijack.mechanism); writes tables,
+    PNGs, summary.json and config.json under `out_dir` and returns the summary. `lm` may be passed
+    (a LoadedLM) to skip loading `config.model`; `progress(fraction, text)` is told per batch."""
+    from assocmem.hijack.counterfact import load_counterfact
+    from assocmem.hijack.diagnose_cli import stratified_sample
+    from assocmem.hijack.schemes import get_scheme
+    from assocmem.io import write_json
+    from assocmem.models.llm import load_causal_lm
+
+    get_scheme(config.scheme, config.template)   # unknown scheme: fail before loading anything
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    loaded = load_counterfact(config.counterfact, skip_bad=config.skip_bad)
+    records = stratified_sample(loaded.records, config.records, config.relations, config.seed)
+    lm = lm or load_causal_lm(config.model, device=config.device, dtype=config.dtype)
+    n_layers = len(M.find_parts(lm.model).blocks)
+    t_load = time.perf_counter()
+    data = M.build_items(lm.tokenizer, records, config.scheme, config.ns, config.template, config.skip_bad)
+    if not data.items:
+        raise ConfigError("mechanism: no usable records left (all skipped)")
+    result = M.analyse(lm, data, config, progress=progress)
+    table = M.restoration_table(result.interventions)
+    for name, frame in (("records", result.records), ("interventions", result.interventions),
+                        ("restoration", table)):
+        frame.to_parquet(out_dir / f"{name}.parquet", index=False)
+    table.to_csv(out_dir / "restoration.csv", index=False, float_format="%.5g")
+    figures = [plot_knockout(table, out_dir / "knockout.png", lm.name, n_layers),
+               plot_patching(table, out_dir / "patching.png", lm.name, n_layers)]
+    summary = {"model": lm.name, "layers": n_layers, "scheme": config.scheme,
+               "records": len({it.case_id for it in data.items}), "skipped": len(data.skipped),
+               "skipped_examples": data.skipped[:20], "headline": M.headline(table, result.records),
+               "stats": result.stats, "figures": [f.name for f in figures],
+               "seconds": {"load": t_load - t0, "analysis": result.stats["seconds"],
+                           "total": time.perf_counter() - t0}}
+    save_config(config, out_dir / "config.json")
+    write_json(out_dir / "summary.json", _plain(summary))
+    return summary
+
+
+def _plain(obj):
+    """JSON-ready: numpy scalars to Python numbers, NaN to None."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if math.isnan(obj) else float(obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+_COLOURS = {"knockout": "tab:blue", "control": "tab:gray", "resid": "tab:green", "attn": "tab:blue", "mlp": "tab:red"}
+_NAMES = {"read": "from the read position", "prompt": "from every prompt token",
+          "resid": "residual stream", "attn": "attention output", "mlp": "MLP output"}
+
+
+def _band(ax, part: pd.DataFrame, colour, label, x="layer_lo", **kw):
+    part = part.sort_values(x)
+    ax.plot(part[x], part["mean"], color=colour, marker="o", ms=3, label=label, **kw)
+    ax.fill_between(part[x], part["ci_lo"], part["ci_hi"], color=colour, alpha=0.15, lw=0)
+
+
+def _frame(ax, n_layers: int, title: str):
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(1, color="black", lw=0.8, ls=":")
+    ax.set_xlim(-0.5, n_layers - 0.5)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("block (0-based)")
+    ax.set_ylabel("restoration (1 = clean margin)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=6)
+
+
+def plot_knockout(table: pd.DataFrame, path: str | Path, model: str, n_layers: int) -> Path:
+    """Restoration vs block: rows n, columns variant. Lines: one block knocked out (knockout blue,
+    random-token control grey), with 95% CI bands; squares with horizontal bars: windows of blocks;
+    dashed lines: every block."""
+    ko = table[table["analysis"].isin(["knockout", "control"])] if len(table) else table
+    ns = sorted(ko["n"].unique()) if len(ko) else [0]
+    variants = [v for v in M.VARIANTS if len(ko) and (ko["variant"] == v).any()] or ["read"]
+    fig, axes = new_figure(4.6, 3.3, ncols=len(variants), nrows=len(ns))
+    for r, n in enumerate(ns):
+        for c, variant in enumerate(variants):
+            ax = axes[r][c]
+            part = ko[(ko["n"] == n) & (ko["variant"] == variant)] if len(ko) else ko
+            for analysis in ("knockout", "control"):
+                colour = _COLOURS[analysis]
+                sub = part[part["analysis"] == analysis]
+                single = sub[sub["set_kind"] == "single"]
+                if len(single):
+                    _band(ax, single, colour, f"{analysis}, one block")
+                win = sub[sub["set_kind"] == "window"]
+                if len(win):
+                    mid = (win["layer_lo"] + win["layer_hi"]) / 2
+                    ax.errorbar(mid, win["mean"], xerr=(win["layer_hi"] - win["layer_lo"]) / 2,
+                                yerr=[win["mean"] - win["ci_lo"], win["ci_hi"] - win["mean"]], fmt="s", ms=3,
+                                color=colour, alpha=0.7, capsize=0, lw=0.8, label=f"{analysis}, window")
+                every = sub[sub["set_kind"] == "all"]
+                if len(every):
+                    ax.axhline(float(every["mean"].iloc[0]), color=colour, ls="--", lw=1,
+                               label=f"{analysis}, all blocks ({every['mean'].iloc[0]:.2f})")
+            used = int(part["records"].max()) if len(part) else 0
+            _frame(ax, n_layers, f"{model}: knockout {_NAMES[variant]} to the distractors, n={n} ({used} records)")
+    return save_figure(fig, path)
+
+
+def plot_patching(table: pd.DataFrame, path: str | Path, model: str, n_layers: int) -> Path:
+    """Restoration vs block when one component's output at the read position is the clean prompt's;
+    one panel per n, one line per component, 95% CI bands."""
+    pt = table[table["analysis"] == "patch"] if len(table) else table
+    ns = sorted(pt["n"].unique()) if len(pt) else [0]
+    fig, axes = new_figure(4.6, 3.3, ncols=len(ns))
+    for ax, n in zip(axes[0], ns):
+        part = pt[pt["n"] == n] if len(pt) else pt
+        for component in M.COMPONENTS:
+            sub = part[part["variant"] == component]
+            if len(sub):
+                _band(ax, sub, _COLOURS[component], _NAMES[component])
+        used = int(part["records"].max()) if len(part) else 0
+        _frame(ax, n_layers, f"{model}: patch at the read position from n=0, n={n} ({used} records)")
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+_LIST_OPTIONS = ("--n", "--relations", "--variants", "--layer-sets", "--prompt-layer-sets", "--components")
+
+
+class MechanismCommand(TyperCommand):
+    """Space-, comma- or repeat-separated lists, as the other `assocmem hijack` commands take them."""
+
+    def parse_args(self, ctx, args):
+        from assocmem.hijack.cli import join_multi_values
+
+        return super().parse_args(ctx, join_multi_values(args, _LIST_OPTIONS))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `mechanism` sub-command to the `assocmem hijack` app."""
+    app.command("mechanism", cls=MechanismCommand)(mechanism_command)
+
+
+def _tuple(values, default):
+    from assocmem.hijack.cli import split_list
+
+    return split_list(values) or default
+
+
+def mechanism_command(
+    model: str = typer.Option("gemma3-270m", help="bundled name, hub id, local dir, .gguf or tiny-random-<arch>"),
+    records: int = typer.Option(200, help="stratified sample size (about records / #relations each)"),
+    n: list[str] | None = typer.Option(None, "--n", help="hijacked prompts' numbers of sentences (default: 1 3)"),
+    scheme: str = typer.Option("not-think", help="hijack scheme"),
+    counterfact: str | None = typer.Option(None, help="CounterFact JSON (default: the official file)"),
+    relations: list[str] | None = typer.Option(None, "--relations", help="relation ids (default: all)"),
+    seed: int = typer.Option(0, help="seeds the sample and the control tokens"),
+    variants: list[str] | None = typer.Option(None, "--variants", help="knockout queries: read prompt (default: both)"),
+    layer_sets: list[str] | None = typer.Option(None, "--layer-sets", help="single window all (default: all three)"),
+    prompt_layer_sets: list[str] | None = typer.Option(
+        None, "--prompt-layer-sets", help="layer sets of the prompt variant (default: window all)"),
+    window: int = typer.Option(4, help="blocks per window"),
+    stride: int = typer.Option(2, help="blocks between the first blocks of consecutive windows"),
+    components: list[str] | None = typer.Option(None, "--components", help="patched: resid attn mlp (default: all)"),
+    no_control: bool = typer.Option(False, "--no-control", help="skip the random-token control"),
+    min_shift: float = typer.Option(0.5, help="use records whose hijack lowers the margin by more (nats)"),
+    device: str = typer.Option("auto"),
+    dtype: str = typer.Option("auto", help="auto (float32 on CPU, the checkpoint's dtype on GPU), float32, bfloat16"),
+    batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="tokens per packed forward"),
+    probe_tokens: int = typer.Option(256, help="recomputed tokens per row and extension forward"),
+    template: str | None = typer.Option(None, help='sentence of scheme "template"'),
+    out: Path = typer.Option(Path("runs/mechanism"), help="output folder"),
+) -> None:
+    """Does the hijack travel through attention to the distractors? Knockout and patching (tables + PNGs)."""
+    try:
+        ns = tuple(int(v) for v in _tuple(n, ("1", "3")))
+    except ValueError:
+        raise ConfigError(f"--n={' '.join(n or [])!r} is invalid: allowed integers >= 1, e.g. --n 1 3") from None
+    config = M.MechanismConfig(
+        model=model, counterfact=counterfact, records=records, ns=ns, scheme=scheme,
+        relations=_tuple(relations, None), seed=seed, variants=_tuple(variants, M.VARIANTS),
+        layer_sets=_tuple(layer_sets, M.LAYER_SETS), prompt_layer_sets=_tuple(prompt_layer_sets, ("window", "all")),
+        window=window, stride=stride, components=_tuple(components, M.COMPONENTS), control=not no_control,
+        min_shift=min_shift, device=device, dtype=dtype, batch_tokens=batch_tokens, probe_tokens=probe_tokens,
+        template=template)
+    summary = run_mechanism(config, out)
+    typer.echo(f"mechanism: {summary['records']} records ({summary['skipped']} skipped), "
+               f"{summary['stats']['interventions']} interventions in {summary['seconds']['total']:.1f} s -> {out}")
+    for n_, h in summary["headline"].items():
+        parts = [f"n={n_}: {h['used']}/{h['records']} records used"]
+        for variant in M.VARIANTS:
+            best = h.get(f"knockout_{variant}", {}).get("best_window")
+            if best:
+                parts.append(f"knockout {variant} best {best['layers']}: {best['mean']:.2f} "
+                             f"(control {best['control_mean']:.2f})")
+        for component in M.COMPONENTS:
+            p = h.get(f"patch_{component}")
+            if p:
+                parts.append(f"patch {component} best block {p['best_layer']}: {p['mean']:.2f}")
+        typer.echo("  " + "; ".join(parts))
