@@ -119,7 +119,9 @@ def report_rows(table: pd.DataFrame, records: pd.DataFrame) -> list[dict]:
         part = table[table["n"] == n]
         used = records[(records["n"] == n)]
         rows.append({"setting": f"n={n}", "quantity": "records used (hijack lowered the margin by > min_shift)",
-                     "ours": int(used["used"].sum()), "of": len(used), "mean shift (nats)": round(float(used["shift"].mean()), 3)})
+                     "ours": int(used["used"].sum()), "of": len(used), "mean shift (nats)": round(float(used["shift"].mean()), 3),
+                     "distractor / control tokens": f"{used['distractor_tokens'].mean():.1f} / "
+                                                    f"{used['control_tokens'].mean():.1f}"})
         for variant, kinds, what in (("read", ("window", "all"), "best window"), ("read", ("single",), "best block"),
                                      ("prompt", ("window", "all"), "best window")):
             ko = part[(part["analysis"] == "knockout") & (part["variant"] == variant) & part["set_kind"].isin(kinds)]
@@ -135,6 +137,16 @@ def report_rows(table: pd.DataFrame, records: pd.DataFrame) -> list[dict]:
         for component in ("resid", "attn", "mlp"):
             pt = part[(part["analysis"] == "patch") & (part["variant"] == component)]
             if not len(pt):
+                continue
+            if component == "resid":     # the top block's output is the answer itself: say where it turns
+                half = pt[pt["mean"] >= 0.5]
+                if len(half):
+                    r = half.loc[half["layer_lo"].idxmin()]
+                    rows.append({"setting": f"n={n}, patch resid at the read position",
+                                 "quantity": f"restoration, lowest block restoring ≥ half ({int(r['layer_lo'])})",
+                                 "ours": float(r["mean"]), "err": float(r["se"]),
+                                 "95% CI": f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]",
+                                 "ratio of means": round(float(r["ratio_of_means"]), 3)})
                 continue
             r = pt.loc[pt["mean"].idxmax()]
             rows.append({"setting": f"n={n}, patch {component} at the read position",

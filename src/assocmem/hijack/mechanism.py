@@ -462,7 +462,9 @@ def analyse(lm, data: Items, config: MechanismConfig, progress: Callable[[float,
                                      "layer_hi": max(iv.layers), "n_keys": len(iv.keys), "margin": float(value)})
         del out
     records = pd.DataFrame([{"case_id": it.case_id, "relation_id": it.relation_id, "n": it.n, "length": it.length,
-                             "distractor_tokens": it.distractor_end - it.n_prefix, "margin": margin[i]}
+                             "distractor_tokens": it.distractor_end - it.n_prefix,
+                             "control_tokens": len(control_positions(it, config.seed)) if it.n else 0,
+                             "margin": margin[i]}
                             for i, it in enumerate(items)])
     clean_m = records[records["n"] == 0].set_index("case_id")["margin"]
     records["margin_clean"] = records["case_id"].map(clean_m)
@@ -511,12 +513,15 @@ def restoration_table(interventions: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(table: pd.DataFrame, records: pd.DataFrame) -> dict:
-    """Per n: records used; per knockout variant the best window-or-all set (largest mean restoration)
-    with its control; per patched component the best block and the sum over blocks."""
+    """Per n: records used, mean distractor / control tokens; per knockout variant the best window-or-all
+    set and the best single block (largest mean restoration) with its control; per patched component
+    the best block, the lowest block restoring at least half, and the sum over blocks."""
     out: dict = {}
     for n in sorted(records.loc[records["n"] > 0, "n"].unique()):
-        entry: dict = {"records": int((records["n"] == n).sum()), "used": int(records.loc[records["n"] == n, "used"].sum()),
-                       "mean_shift": float(records.loc[records["n"] == n, "shift"].mean())}
+        at = records[records["n"] == n]
+        entry: dict = {"records": len(at), "used": int(at["used"].sum()), "mean_shift": float(at["shift"].mean()),
+                       "mean_distractor_tokens": float(at["distractor_tokens"].mean()),
+                       "mean_control_tokens": float(at["control_tokens"].mean())}
         t = table[table["n"] == n] if len(table) else table
         for variant in VARIANTS:
             ko = t[(t["analysis"] == "knockout") & (t["variant"] == variant)] if len(t) else t
@@ -539,7 +544,9 @@ def headline(table: pd.DataFrame, records: pd.DataFrame) -> dict:
             pt = t[(t["analysis"] == "patch") & (t["variant"] == component)] if len(t) else t
             if len(pt):
                 r = pt.loc[pt["mean"].idxmax()]
+                half = pt[pt["mean"] >= 0.5]
                 entry[f"patch_{component}"] = {"best_layer": int(r["layer_lo"]), "mean": r["mean"], "se": r["se"],
-                                               "sum_over_layers": float(pt["mean"].sum())}
+                                               "sum_over_layers": float(pt["mean"].sum()),
+                                               "half_from": int(half["layer_lo"].min()) if len(half) else None}
         out[int(n)] = entry
     return out

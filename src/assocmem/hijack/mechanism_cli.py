@@ -134,7 +134,7 @@ def plot_knockout(table: pd.DataFrame, path: str | Path, model: str, n_layers: i
                     ax.axhline(float(every["mean"].iloc[0]), color=colour, ls="--", lw=1,
                                label=f"{analysis}, all blocks ({every['mean'].iloc[0]:.2f})")
             used = int(part["records"].max()) if len(part) else 0
-            _frame(ax, n_layers, f"{model}: knockout {_NAMES[variant]} to the distractors, n={n} ({used} records)")
+            _frame(ax, n_layers, f"{model}, n={n} ({used} records):\nknockout {_NAMES[variant]} to the distractors")
     return save_figure(fig, path)
 
 
@@ -151,7 +151,7 @@ def plot_patching(table: pd.DataFrame, path: str | Path, model: str, n_layers: i
             if len(sub):
                 _band(ax, sub, _COLOURS[component], _NAMES[component])
         used = int(part["records"].max()) if len(part) else 0
-        _frame(ax, n_layers, f"{model}: patch at the read position from n=0, n={n} ({used} records)")
+        _frame(ax, n_layers, f"{model}, n={n} ({used} records):\npatch at the read position from the n=0 prompt")
     return save_figure(fig, path)
 
 
