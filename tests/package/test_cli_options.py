@@ -10,6 +10,7 @@ from assocmem.cli import app, main
 from assocmem.cli.options import config_leaves
 from assocmem.experiments.reproduce import ReproduceOptions
 from assocmem.hijack.diagnose import DiagnoseConfig
+from assocmem.hijack.mechanism import MechanismConfig
 from assocmem.hijack.run import HijackConfig
 from assocmem.hijack.try_prompt import TryConfig
 from assocmem.hijack.verify import VerifyConfig
@@ -18,6 +19,7 @@ COMMANDS = {  # command path -> (config, flags that are no config field)
     ("hijack",): (HijackConfig, {"--out", "--list-schemes", "--quiet", "--help"}),
     ("hijack", "diagnose"): (DiagnoseConfig, {"--out", "--help"}),
     ("hijack", "try"): (TryConfig, {"--help"}),
+    ("hijack", "mechanism"): (MechanismConfig, {"--out", "--help"}),
     ("verify",): (VerifyConfig, {"--help"}),
     ("reproduce",): (ReproduceOptions, {"--list", "--help"}),
 }
@@ -34,10 +36,10 @@ def _command(path):
 def test_every_field_has_a_flag_and_every_flag_a_field(path):
     config, extras = COMMANDS[path]
     cmd = _command(path)
-    flags = {opt for p in cmd.params if p.param_type_name == "option" for opt in p.opts}
+    flags = {opt for p in cmd.params if p.param_type_name == "option" for opt in (*p.opts, *p.secondary_opts)}
     arguments = {p.name for p in cmd.params if p.param_type_name == "argument"}
     leaves = config_leaves(config)
-    fields = {leaf.flag for leaf in leaves if not leaf.argument}
+    fields = {flag for leaf in leaves if not leaf.argument for flag in leaf.flag.split("/")}
     assert fields <= flags, f"fields without a flag: {fields - flags}"
     assert flags - fields <= extras, f"flags without a field: {flags - fields - extras}"
     assert {leaf.name for leaf in leaves if leaf.argument} <= arguments

@@ -23,6 +23,7 @@ import typer
 from assocmem.cli.options import OUT, ListCommand, ListGroup, config_function, extra_option, list_flags
 from assocmem.errors import ConfigError
 from assocmem.hijack.diagnose import DiagnoseConfig
+from assocmem.hijack.mechanism import MechanismConfig
 from assocmem.hijack.run import HijackConfig
 from assocmem.hijack.try_prompt import TryConfig
 from assocmem.hijack.verify import VerifyConfig
@@ -34,6 +35,10 @@ class HijackGroup(ListGroup):
 
 class DiagnoseCommand(ListCommand):
     list_options = list_flags(DiagnoseConfig)
+
+
+class MechanismCommand(ListCommand):
+    list_options = list_flags(MechanismConfig)
 
 
 def hijack(config: HijackConfig, ctx: typer.Context = None, out: Path | None = None, list_schemes: bool = False,
@@ -120,6 +125,29 @@ def print_try(rows, target_true: str, target_false: str, title: str = "") -> Non
     Console(width=max(100, Console().width)).print(table)
 
 
+def mechanism(config: MechanismConfig, out: Path | None = None) -> None:
+    """Does the hijack travel through attention to the distractors? Knockout and patching (tables + PNGs)."""
+    from assocmem.hijack.mechanism import COMPONENTS, VARIANTS
+    from assocmem.hijack.mechanism_report import run_mechanism
+
+    out = out or Path("runs/mechanism")
+    summary = run_mechanism(config, out)
+    typer.echo(f"mechanism: {summary['records']} records ({summary['skipped']} skipped), "
+               f"{summary['stats']['interventions']} interventions in {summary['seconds']['total']:.1f} s -> {out}")
+    for n_, h in summary["headline"].items():
+        parts = [f"n={n_}: {h['used']}/{h['records']} records used"]
+        for variant in VARIANTS:
+            best = h.get(f"knockout_{variant}", {}).get("best_window")
+            if best:
+                parts.append(f"knockout {variant} best {best['layers']}: {best['mean']:.2f} "
+                             f"(control {best['control_mean']:.2f})")
+        for component in COMPONENTS:
+            p = h.get(f"patch_{component}")
+            if p:
+                parts.append(f"patch {component} best block {p['best_layer']}: {p['mean']:.2f}")
+        typer.echo("  " + "; ".join(parts))
+
+
 def verify(config: VerifyConfig) -> None:
     """Re-compute a random sample of a finished run's rows with its recorded fingerprints; count agreements."""
     from assocmem.hijack.verify import run_folders, verify_run
@@ -142,6 +170,8 @@ app.callback(invoke_without_command=True)(_hijack_callback())
 app.command("diagnose", cls=DiagnoseCommand)(config_function(DiagnoseConfig, diagnose, extra=[
     extra_option("out", Optional[Path], None, "--out", help="Output folder (default runs/diagnose).")]))
 app.command("try")(config_function(TryConfig, try_fact))
+app.command("mechanism", cls=MechanismCommand)(config_function(MechanismConfig, mechanism, extra=[
+    extra_option("out", Optional[Path], None, "--out", help="Output folder (default runs/mechanism).")]))
 
 
 def register(root: typer.Typer) -> None:

@@ -48,6 +48,12 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("mixing-hijacks", "Mixing in tokens of another concept makes the transformer answer that concept",
           "§5.5, App. C.5"),
     Claim("length-helps", "Longer contexts give higher recall accuracy", "§5.5, App. C.6, Thm 1/4"),
+    Claim("hijack-through-attention", "Inside the LLM the hijack travels through attention to the distractor tokens: "
+          "blocking that attention restores the true target, beyond blocking as many random prompt tokens",
+          "§5.5, Theorem 1 (tested causally on a real LLM: an extension)"),
+    Claim("hijack-attention-carries", "At the answer position the false target is carried in by attention, not by "
+          "the MLP: patching the attention output from the clean prompt restores more than patching the MLP output",
+          "§5.5, Theorem 1 (attention + value matrix; tested causally on a real LLM: an extension)"),
 )
 
 CLAIMS_BY_ID: dict[str, Claim] = {c.id: c for c in CLAIMS}

@@ -36,6 +36,7 @@ LLM_DTYPE = "float32"
 # Family modules, in the order their experiments appear in the report (paper order).
 FAMILY_MODULES: tuple[str, ...] = (
     "assocmem.experiments.hijack_figures",
+    "assocmem.experiments.hijack_mechanism",
     "assocmem.experiments.lca_value",
     "assocmem.experiments.lca_embedding",
     "assocmem.experiments.lca_attention",

@@ -60,3 +60,30 @@ def device_of(module: nn.Module, default):
     """The device of a module's first parameter (with device_map="auto" parts of a model sit apart)."""
     p = next(module.parameters(), None)
     return p.device if p is not None else default
+
+
+ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
+MLP_NAMES = ("mlp", "feed_forward", "ffn")
+
+
+@dataclass(frozen=True)
+class BlockParts:
+    """The two sub-layers of one decoder block whose outputs are added to the residual stream."""
+
+    attention: nn.Module         # the self-attention module (its output: the first element if a tuple)
+    mlp: nn.Module               # the feed-forward module
+
+
+def block_parts(blocks: nn.ModuleList) -> list[BlockParts]:
+    """Each block's attention and MLP module, found by attribute name (first match wins); a one-line
+    ConfigError names what is missing."""
+    out = []
+    for i, block in enumerate(blocks):
+        found = [next((m for m in (getattr(block, n, None) for n in names) if isinstance(m, nn.Module)), None)
+                 for names in (ATTENTION_NAMES, MLP_NAMES)]
+        for part, names in zip(found, (ATTENTION_NAMES, MLP_NAMES)):
+            if part is None:
+                raise ConfigError(f"mechanism: unknown block structure for {type(block).__name__} (block {i}): "
+                                  f"no sub-module named any of {', '.join(names)}")
+        out.append(BlockParts(*found))
+    return out

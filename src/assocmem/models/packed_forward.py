@@ -122,11 +122,15 @@ class Forwarded:
     hidden     (R, d_model) the body's output (after its final norm), in the model's dtype
     resid      (R, layers + 1, d_model) float32 residual stream before block 0 and after each block, or None
     attention  list over layers of (R, heads, T) float32 attention of each read query over its row, or None
+    captured   per module of `capture`, (R, d) float32 output of that module at the reads, or None
+    cache      every block's keys and values of the whole batch (a transformers DynamicCache), or None
     """
 
     hidden: torch.Tensor
     resid: torch.Tensor | None = None
     attention: list[torch.Tensor] | None = None
+    captured: list[torch.Tensor] | None = None
+    cache: object | None = None
 
 
 def rows_to_device(rows: Rows, device) -> dict[str, torch.Tensor]:
@@ -137,11 +141,14 @@ def rows_to_device(rows: Rows, device) -> dict[str, torch.Tensor]:
 @torch.inference_mode()
 def forward_rows(lm, rows: Rows, read_rows: np.ndarray, read_cols: np.ndarray, *, resid: bool = False,
                  attention: bool = False, backend: str | None = None,
-                 attention_edit: Callable[[int, object], object] | None = None) -> Forwarded:
+                 attention_edit: Callable[[int, object], object] | None = None,
+                 capture: Sequence[torch.nn.Module] = (), keep_cache: bool = False) -> Forwarded:
     """Run `lm` on `rows`; keep the read positions (read_rows[i], read_cols[i]).
 
     `attention=True` runs eager attention (the only implementation that returns weights).
     `attention_edit(layer, mask) -> mask` replaces the mask one block sees (attention knockout).
+    `capture`: modules (e.g. a block's attention or MLP) whose output is kept at the reads.
+    `keep_cache`: keep every block's keys and values (for `models.extension`).
     """
     model = lm.model
     parts = find_parts(model)
@@ -164,18 +171,28 @@ def forward_rows(lm, rows: Rows, read_rows: np.ndarray, read_cols: np.ndarray, *
         handles += [b.register_forward_hook(lambda m, a, out: captured.append(grab(out))) for b in parts.blocks]
     if attention_edit is not None:
         handles += _mask_edit_hooks(parts.blocks, attention_edit)
+    kept: list[torch.Tensor | None] = [None] * len(capture)   # in the order of `capture`, not of execution
+
+    def keep(i):
+        return lambda m, a, out: kept.__setitem__(i, grab(out))
+    handles += [m.register_forward_hook(keep(i)) for i, m in enumerate(capture)]
+    cache_kw = {}
+    if keep_cache:
+        from transformers import DynamicCache
+
+        cache_kw = {"cache": DynamicCache(), "use_cache": True}   # no config: full (not windowed) layers
     dtype = model.get_input_embeddings().weight.dtype
     try:
         with attention_implementation(model, backend):
             mask = build_mask(model, t, backend, dtype)
             out = model.base_model(input_ids=t["input_ids"], attention_mask=mask, position_ids=t["position_ids"],
-                                   use_cache=False, output_attentions=attention)
+                                   **({"use_cache": False} | cache_kw), output_attentions=attention)
     finally:
         for h in handles:
             h.remove()
     hidden = out[0]
     picked = hidden[rr.to(hidden.device), rc.to(hidden.device)]
-    result = Forwarded(hidden=picked)
+    result = Forwarded(hidden=picked, captured=kept if capture else None, cache=cache_kw.get("cache"))
     if resid:
         result.resid = torch.stack([c.to(device) for c in captured[: len(parts.blocks) + 1]], dim=1)
     if attention:

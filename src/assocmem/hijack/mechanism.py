@@ -1,0 +1,559 @@
+"""Does the hijack travel through attention to the distractor tokens? Causal tests inside a real LM.
+
+The paper's account of context hijacking (§5.5, Theorem 1) is mechanistic: attention aggregates the
+context's tokens, the value matrix W_V reads the concept they point to out of an associative memory,
+so adding tokens of another concept (the distractor sentences "Do not think of {target_false}.")
+moves the answer. `hijack diagnose` shows correlates (attention mass, logit lens); this module
+intervenes:
+
+- **attention knockout**: in the hijacked prompt (n ≥ 1) block the attention from the read (last)
+  position, or from every token of the record's own prompt, to the distractor tokens, in one block,
+  a window of consecutive blocks or all blocks; control: block the same number of randomly chosen
+  non-distractor prompt tokens instead (never BOS, never the read position; seeded per record);
+- **activation patching**: replace the residual stream (a block's output), the attention output or
+  the MLP output at the read position of the hijacked prompt by the clean (n = 0) prompt's value at
+  its read position, one block at a time.
+
+Each intervention is scored by the true target's margin at the read position,
+margin = log P(target_true) − log P(target_false) (first token of " " + target, tokenised with the
+prompt as the scorer does; a difference of two logits, so no vocabulary-wide softmax is needed), and
+by how much of the hijack it undoes:
+
+    restoration = (margin_intervened − margin_hijacked) / (margin_clean − margin_hijacked)
+
+(1: back to the clean prompt, 0: no effect), over records whose hijack moved the margin by more than
+`min_shift` nats. One packed forward per batch of records keeps every block's keys and values; each
+intervention then feeds only the positions it can change (`models.extension`): one token for the read
+variant and for patching, the prompt's tokens for the prompt variant. The numbers equal those of a
+full forward of each intervened prompt (tested), on the model's own modules (GPT-2, Llama, Gemma 3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from assocmem.config import Composed, check_choice, check_float_range, check_int_range, int_list, option
+from assocmem.errors import ConfigError
+from assocmem.hijack.counterfact import CounterFactSelection
+from assocmem.hijack.schemes import get_scheme
+from assocmem.hijack.scoring import Batching
+from assocmem.models.anatomy import block_parts, find_parts
+from assocmem.models.spec import ModelSpec
+
+VARIANTS = ("read", "prompt")            # knockout from the read position / from every prompt token
+LAYER_SETS = ("single", "window", "all")
+COMPONENTS = ("resid", "attn", "mlp")    # block output (residual stream), attention output, MLP output
+
+
+@dataclass(frozen=True)
+class MechanismConfig(Composed):
+    """What `assocmem hijack mechanism` runs; validated at construction, saved as config.json."""
+
+    lm: ModelSpec = option(factory=ModelSpec)
+    selection: CounterFactSelection = option(factory=lambda: CounterFactSelection(records=200, skip_bad=True))
+    batching: Batching = option(factory=Batching)
+    ns: tuple[int, ...] = option((1, 3), "Hijacked prompts' numbers of sentences (n >= 1; n = 0 is the clean "
+                                         "prompt), e.g. --n 1 3.", flag="--n")
+    scheme: str = option("not-think", "The hijacking scheme.")
+    variants: tuple[str, ...] = option(VARIANTS, "Knockout queries: read (the read position), prompt (every "
+                                                 "prompt token).")
+    layer_sets: tuple[str, ...] = option(LAYER_SETS, "Knockout layers: single (each block), window, all.")
+    prompt_layer_sets: tuple[str, ...] = option(("window", "all"), "Of those, the ones the prompt variant runs (it "
+                                                                   "recomputes every prompt token: ~10x a read knockout).")
+    window: int = option(4, "Blocks per window.")
+    stride: int = option(2, "Blocks between the first blocks of consecutive windows (the last ends at the top).")
+    components: tuple[str, ...] = option(COMPONENTS, "Patched at the read position, one block at a time: resid, "
+                                                     "attn, mlp.")
+    control: bool = option(True, "The random-token control of every knockout (--no-control skips it).",
+                           flag="--control/--no-control")
+    min_shift: float = option(0.5, "Records used: the hijack lowered the margin by more than this (nats).")
+    probe_tokens: int = option(256, "New tokens per row and extension forward.")
+    template: str | None = option(None, 'Sentence of scheme "template".')
+
+    def __post_init__(self):
+        for name in ("variants", "layer_sets", "prompt_layer_sets", "components"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        object.__setattr__(self, "ns", tuple(int_list("--n", self.ns)))
+        if not self.ns:
+            raise ConfigError("--n is invalid: give at least one n >= 1")
+        for n in self.ns:
+            check_int_range("--n", n, 1)
+        for name, values, allowed in (("--variants", self.variants, VARIANTS),
+                                      ("--layer-sets", self.layer_sets, LAYER_SETS),
+                                      ("--prompt-layer-sets", self.prompt_layer_sets, LAYER_SETS),
+                                      ("--components", self.components, COMPONENTS)):
+            for v in values:
+                check_choice(name, v, allowed)
+        if not (self.variants and self.layer_sets) and not self.components:
+            raise ConfigError("--variants/--layer-sets and --components are invalid: nothing to run")
+        check_int_range("--window", self.window, 1)
+        check_int_range("--stride", self.stride, 1)
+        check_float_range("--min-shift", self.min_shift, 0.0)
+        check_int_range("--probe-tokens", self.probe_tokens, 1)
+        get_scheme(self.scheme, self.template)
+
+    @property
+    def seed(self) -> int:
+        """Seeds the sample and the control tokens."""
+        return self.selection.seed
+
+
+def layer_sets(n_layers: int, kinds: Sequence[str], window: int, stride: int) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(label, kind, blocks) of every knockout layer set: "7" (single), "4-7" (window), "all"."""
+    out = []
+    if "single" in kinds:
+        out += [(str(l), "single", (l,)) for l in range(n_layers)]
+    if "window" in kinds and window < n_layers:
+        starts = list(range(0, n_layers - window + 1, stride))
+        if starts[-1] != n_layers - window:
+            starts.append(n_layers - window)
+        out += [(f"{a}-{a + window - 1}", "window", tuple(range(a, a + window))) for a in starts]
+    if "all" in kinds:
+        out.append(("all", "all", tuple(range(n_layers))))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Items: a record at one n, tokenised as the scorer does
+
+@dataclass(frozen=True)
+class Item:
+    """One record at one n. Positions are the request's own (0 = BOS where the tokenizer adds one).
+
+    request          index in `Items.requests` (prefix + prompt ids)
+    distractor       [n_prefix, end): the n distractor sentences' tokens (empty for n = 0)
+    true_id/false_id first token of " " + target_true / " " + target_false after the prompt
+    """
+
+    case_id: int
+    relation_id: str
+    n: int
+    request: int
+    length: int
+    n_prefix: int
+    distractor_end: int
+    true_id: int
+    false_id: int
+
+    def distractor(self) -> np.ndarray:
+        return np.arange(self.n_prefix, self.distractor_end)
+
+    def prompt_positions(self) -> np.ndarray:
+        """The record's own prompt after the distractors (the read position is the last)."""
+        return np.arange(self.distractor_end, self.length)
+
+
+@dataclass
+class Items:
+    requests: list[tuple[int, ...]]
+    groups: list[int]
+    expected: list[int]
+    items: list[Item]
+    skipped: list[tuple[object, str]]
+
+
+def build_items(tokenizer, records, scheme_name: str, ns: Sequence[int], template: str | None = None,
+                skip_bad: bool = True) -> Items:
+    """Every record at n = 0 and each n of `ns` (one packing group per record; the distractor sentences
+    are the prefix the n's share). Skipped, with a reason: records the scheme cannot build, whose
+    prompt does not start with its distractor sentences' own tokens (a merge across the boundary:
+    the distractor positions would be ambiguous), or whose two targets share their first token."""
+    from assocmem.hijack.counterfact import BadRecord
+    from assocmem.hijack.schemes import get_scheme, prompt_parts
+    from assocmem.hijack.scoring import plan_requests
+
+    scheme = get_scheme(scheme_name, template)
+    all_ns = (0, *sorted(set(ns) - {0}))
+    kept, skipped = [], []
+    for rec in records:
+        try:
+            parts = [prompt_parts(rec, scheme, n) for n in all_ns]
+        except BadRecord as bad:
+            if not skip_bad:
+                raise
+            skipped.append((bad.case_id, bad.reason))
+            continue
+        kept.append((rec, parts))
+    flat = [(rec, n, shared, prompt) for rec, parts in kept for n, (shared, prompt) in zip(all_ns, parts)]
+    plan = plan_requests(tokenizer, [f[3] for f in flat], [f[0].target_true for f in flat],
+                         [f[0].target_false for f in flat], groups=[f[0].case_id for f in flat],
+                         shared=[f[2] for f in flat])
+    n_prefix = plan.expected[0] if flat else 0   # n = 0 comes first: expected = the special prefix
+    items, bad_case = [], {}
+    for i, (rec, n, _, _) in enumerate(flat):
+        (r, g_true), (r2, g_false) = plan.index[i]
+        true_id, false_id = plan.gathers[r][g_true][0], plan.gathers[r2][g_false][0]
+        if plan.expected[i] >= 1 << 30:
+            bad_case.setdefault(rec.case_id, "prompt does not start with its distractor sentences' tokens")
+        elif true_id == false_id:
+            bad_case.setdefault(rec.case_id, "both targets start with the same token")
+        items.append(Item(rec.case_id, rec.relation_id, n, r, len(plan.requests[r]), n_prefix,
+                          plan.expected[i] if n else n_prefix, true_id, false_id))
+    if bad_case and not skip_bad:
+        case, reason = next(iter(bad_case.items()))
+        raise BadRecord(case, reason)
+    skipped += list(bad_case.items())
+    items = [it for it in items if it.case_id not in bad_case]
+    return Items(plan.requests, plan.groups, plan.expected, items, skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Margins and restoration
+
+@torch.inference_mode()
+def target_margins(lm, hidden: torch.Tensor, true_ids: Sequence[int], false_ids: Sequence[int]) -> np.ndarray:
+    """(R,) float64 log P(true) − log P(false) from the body's output at R reads: the difference of the
+    two (softcapped) logits, which equals the difference of the scorer's log-probabilities (tested)."""
+    parts = find_parts(lm.model)
+    W = parts.W_U.weight
+    h = hidden.to(W.device, W.dtype)
+    ids = torch.tensor([list(true_ids), list(false_ids)], device=W.device)            # (2, R)
+    logits = torch.einsum("rd,krd->kr", h, W[ids]).float()                              # (2, R)
+    bias = getattr(parts.W_U, "bias", None)
+    if bias is not None:
+        logits = logits + bias[ids].float()
+    if parts.softcap is not None:
+        logits = torch.tanh(logits / parts.softcap) * parts.softcap
+    return (logits[0] - logits[1]).double().cpu().numpy()
+
+
+def restoration(margin: np.ndarray, clean: np.ndarray, hijacked: np.ndarray) -> np.ndarray:
+    """(margin − hijacked) / (clean − hijacked), elementwise: 1 = the clean margin is back, 0 = no effect."""
+    margin, clean, hijacked = (np.asarray(a, dtype=np.float64) for a in (margin, clean, hijacked))
+    return (margin - hijacked) / (clean - hijacked)
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
+    """(mean, standard error, CI low, CI high) over records, Student t interval (scipy)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return (math.nan,) * 4
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, math.nan, math.nan, math.nan
+    se = float(x.std(ddof=1) / math.sqrt(len(x)))
+    t = float(stats.t.ppf(0.5 + level / 2, len(x) - 1))
+    return m, se, m - t * se, m + t * se
+
+
+# ---------------------------------------------------------------------------------------------
+# Interventions
+
+@dataclass(frozen=True)
+class Intervention:
+    """One probe of one item: recompute positions first..len-1 with an edit in `layers`.
+
+    knockout: queries at `queries` may not attend to `keys` (positions); patch: the `component`'s output
+    at the read position is the clean prompt's. `label` etc. say what it is for the tables.
+    """
+
+    item: int
+    first: int
+    layers: tuple[int, ...]
+    analysis: str                   # knockout | control | patch
+    variant: str                    # read | prompt | resid | attn | mlp
+    set_kind: str                   # single | window | all
+    label: str
+    queries: tuple[int, ...] = ()
+    keys: tuple[int, ...] = ()
+
+
+def control_positions(item: Item, seed: int) -> np.ndarray:
+    """As many random non-distractor prompt positions as the item has distractor tokens (all of them
+    when fewer): never BOS, never the read position; seeded by (seed, case_id, n)."""
+    pool = np.arange(item.distractor_end, item.length - 1)
+    k = min(item.distractor_end - item.n_prefix, len(pool))
+    rng = np.random.default_rng([seed, int(item.case_id) & 0x7FFFFFFF, item.n])
+    return np.sort(rng.choice(pool, size=k, replace=False))
+
+
+def plan_interventions(items: Sequence[Item], which: Sequence[int], config: MechanismConfig,
+                       n_layers: int) -> list[Intervention]:
+    """Every intervention of the hijacked items `which` (indices into `items`)."""
+    sets = layer_sets(n_layers, config.layer_sets, config.window, config.stride)
+    out = []
+    for i in which:
+        it = items[i]
+        read = it.length - 1
+        keys = {"knockout": tuple(it.distractor().tolist())}
+        if config.control:
+            keys["control"] = tuple(control_positions(it, config.seed).tolist())
+        for variant in config.variants:
+            first = read if variant == "read" else it.distractor_end
+            queries = tuple(range(first, it.length))
+            for label, kind, layers in sets:
+                if variant == "prompt" and kind not in config.prompt_layer_sets:
+                    continue
+                for analysis, k in keys.items():
+                    out.append(Intervention(i, first, layers, analysis, variant, kind, label, queries, k))
+        for component in config.components:
+            out += [Intervention(i, read, (l,), "patch", component, "single", str(l)) for l in range(n_layers)]
+    return out
+
+
+def _knockout_edit(cells: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> Callable:
+    """attention_edit: in block l, query (row b, new column q) may not see column k, for (b, q, k) in
+    cells[l]; every mask format (bool for SDPA, additive for eager, a dict of those per layer type)."""
+    def block(mask, b, q, k):
+        mask = mask.clone()
+        mask[b, :, q, k] = False if mask.dtype == torch.bool else torch.finfo(mask.dtype).min
+        return mask
+
+    def edit(layer, mask):
+        if layer not in cells:
+            return mask
+        b, q, k = (t.to(next(iter(mask.values())).device if isinstance(mask, dict) else mask.device)
+                   for t in cells[layer])
+        if isinstance(mask, dict):
+            return {kind: block(m, b, q, k) for kind, m in mask.items()}
+        return block(mask, b, q, k)
+    return edit
+
+
+def run_interventions(lm, rows, cache, ext, interventions: Sequence[Intervention], probe_index: Sequence[int],
+                      items: Sequence[Item], clean: dict[str, np.ndarray], clean_row: dict[int, int],
+                      start: int = 0, entering: torch.Tensor | None = None) -> torch.Tensor:
+    """One extension forward: (probes of `ext`, d_model) body output at each probe's read.
+
+    `probe_index[p]`: the intervention of probe p; `clean[component]`: (packed batch's sequences,
+    layers, d) values at their reads; `clean_row[item]`: the sequence of that item's clean (n = 0)
+    prompt; `start`, `entering`: see `models.extension.forward_extension` (no edit below `start`).
+    """
+    from assocmem.models.extension import forward_extension
+
+    Tp = rows.input_ids.shape[1]
+    cells: dict[int, list[np.ndarray]] = defaultdict(list)                              # layer -> (3, m) arrays
+    patches: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)   # (component, layer) -> (b, q, src)
+    for p, row, col, count in ext.where:
+        iv = interventions[probe_index[p]]
+        if iv.analysis == "patch":
+            for layer in iv.layers:
+                patches[(iv.variant, layer)].append((row, col + count - 1, clean_row[iv.item]))
+            continue
+        keys, queries = np.asarray(iv.keys, dtype=np.int64), np.asarray(iv.queries, dtype=np.int64)
+        if not len(keys):
+            continue
+        _, past_cols = rows.columns(items[iv.item].request, keys)
+        key_cols = np.where(keys >= iv.first, Tp + col + keys - iv.first, past_cols)
+        q, k = np.meshgrid(np.arange(len(queries)), np.arange(len(keys)), indexing="ij")
+        keep = keys[k] < queries[q]          # a key after the query is not seen anyway; a token always sees itself
+        block = np.stack([np.full(int(keep.sum()), row), col + queries[q[keep]] - iv.first, key_cols[k[keep]]])
+        for layer in iv.layers:
+            cells[layer].append(block)
+    edit = None
+    if cells:
+        edit = _knockout_edit({l: tuple(torch.from_numpy(a) for a in np.concatenate(v, axis=1)) for l, v in cells.items()})
+    replace = []
+    if patches:
+        parts = find_parts(lm.model)
+        subs = block_parts(parts.blocks)
+        for (component, layer), v in patches.items():
+            module = {"resid": parts.blocks[layer], "attn": subs[layer].attention, "mlp": subs[layer].mlp}[component]
+            b, q, src = (torch.tensor(a) for a in zip(*v))
+            replace.append((module, b, q, torch.from_numpy(clean[component][src.numpy(), layer])))
+    return forward_extension(lm, rows, cache, ext, attention_edit=edit, replace=replace, start=start,
+                             entering=entering)
+
+
+# ---------------------------------------------------------------------------------------------
+# The analysis: one packed forward per batch of records, then its interventions
+
+@dataclass
+class Analysis:
+    """Per-item margins (`records`), per-(item, intervention) margins and restoration (`interventions`),
+    and what it cost (`stats`: forwards, tokens fed, seconds)."""
+
+    records: pd.DataFrame
+    interventions: pd.DataFrame
+    stats: dict
+
+
+def analyse(lm, data: Items, config: MechanismConfig, progress: Callable[[float, str], None] | None = None,
+            planner: Callable[[Sequence[Item], list[int], int], list[Intervention]] | None = None) -> Analysis:
+    """Margins of every item, then every intervention on its hijacked items: `planner(items, which,
+    n_layers)` (default: `plan_interventions` with `config`) lists them per packed batch."""
+    import dataclasses
+    import time
+
+    from assocmem.hijack.scoring import pad_token, resolve_batch_tokens
+    from assocmem.models.extension import Probe, layout_probes
+    from assocmem.models.packed_forward import forward_rows
+    from assocmem.models.packing import iter_layouts, plan_batches
+
+    t0 = time.perf_counter()
+    parts = find_parts(lm.model)
+    L = len(parts.blocks)
+    subs = block_parts(parts.blocks) if {"attn", "mlp"} & set(config.components) else []
+    if planner is not None:        # a custom planner may patch any component
+        subs = block_parts(parts.blocks)
+    used = sorted({it.request for it in data.items})
+    local = {r: j for j, r in enumerate(used)}
+    items = [dataclasses.replace(it, request=local[it.request]) for it in data.items]
+    seqs = [data.requests[r] for r in used]
+    plan = plan_batches(seqs, [data.groups[r] for r in used], [data.expected[r] for r in used],
+                        resolve_batch_tokens(config.batching.batch_tokens, lm.device), config.batching.row_tokens)
+    by_request: dict[int, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        by_request[it.request].append(i)
+    clean_item = {it.case_id: i for i, it in enumerate(items) if it.n == 0}
+    margin = np.full(len(items), np.nan)
+    rows_out: list[dict] = []
+    stats = {"plain_forwards": 0, "plain_tokens": int(plan.stats.tokens_fed), "extension_forwards": 0,
+             "extension_tokens": 0, "extension_token_blocks": 0, "interventions": 0}
+    pad = pad_token(lm.tokenizer)
+    capture = [s.attention for s in subs] + [s.mlp for s in subs]
+    planner = planner or (lambda its, which, n: plan_interventions(its, which, config, n))
+    for b, (rows, members) in enumerate(iter_layouts(seqs, plan, pad)):
+        if progress is not None:
+            progress(b / max(len(plan.batches), 1), f"batch {b + 1}/{len(plan.batches)}")
+        here = [i for m in members for i in by_request[m]]
+        hijacked = [i for i in here if items[i].n > 0 and clean_item.get(items[i].case_id) in here]
+        ivs = planner(items, hijacked, L)
+        # reads: every member's last position, then each position an intervention feeds again (its
+        # residual stream entering the first intervened block is the plain forward's)
+        first: dict[int, int] = {}
+        for iv in ivs:
+            seq = items[iv.item].request
+            first[seq] = min(first.get(seq, iv.first), iv.first)
+        slots = [(m, rows.where[m][4] - 1) for m in members]
+        slots += [(seq, pos) for seq, f in first.items() for pos in range(f, rows.where[seq][4] - 1)]
+        slot = {s: k for k, s in enumerate(slots)}
+        located = [rows.columns(seq, [pos]) for seq, pos in slots]
+        out = forward_rows(lm, rows, np.array([r for r, _ in located]), np.concatenate([c for _, c in located]),
+                           resid=True, capture=capture, keep_cache=True)
+        stats["plain_forwards"] += 1
+        read_of = {m: k for k, m in enumerate(members)}
+        margin[here] = target_margins(lm, out.hidden[[read_of[items[i].request] for i in here]],
+                                      [items[i].true_id for i in here], [items[i].false_id for i in here])
+        clean = {"resid": out.resid[: len(members), 1:].cpu().numpy()}                # (members, L, d): block outputs
+        if subs:
+            clean["attn"] = torch.stack([c[: len(members)] for c in out.captured[:L]], dim=1).cpu().numpy()
+            clean["mlp"] = torch.stack([c[: len(members)] for c in out.captured[L:]], dim=1).cpu().numpy()
+        clean_row = {i: read_of[items[clean_item[items[i].case_id]].request] for i in hijacked}
+        stats["interventions"] += len(ivs)
+        by_start: dict[int, list[int]] = defaultdict(list)
+        for k, iv in enumerate(ivs):
+            by_start[min(iv.layers)].append(k)
+        for start, chosen_ivs in sorted(by_start.items()):
+            probes = [Probe(items[ivs[k].item].request, ivs[k].first) for k in chosen_ivs]
+            for ext in layout_probes(rows, probes, config.probe_tokens, pad):
+                index = np.zeros(ext.input_ids.shape, dtype=np.int64)                # slot of each new token
+                for p, row, col, count in ext.where:
+                    seq = probes[p].seq
+                    index[row, col:col + count] = [slot[(seq, pos)] for pos in range(probes[p].first,
+                                                                                    probes[p].first + count)]
+                entering = out.resid[torch.from_numpy(index).to(out.resid.device), start] if start else None
+                hidden = run_interventions(lm, rows, out.cache, ext, ivs, chosen_ivs, items, clean, clean_row,
+                                           start, entering)
+                stats["extension_forwards"] += 1
+                stats["extension_tokens"] += int(ext.input_ids.size)
+                stats["extension_token_blocks"] += int(ext.input_ids.size) * (L - start)
+                chosen = [ivs[chosen_ivs[p]] for p, *_ in ext.where]
+                m = target_margins(lm, hidden, [items[iv.item].true_id for iv in chosen],
+                                   [items[iv.item].false_id for iv in chosen])
+                for iv, value in zip(chosen, m):
+                    it = items[iv.item]
+                    rows_out.append({"case_id": it.case_id, "n": it.n, "analysis": iv.analysis, "variant": iv.variant,
+                                     "set_kind": iv.set_kind, "label": iv.label, "layer_lo": min(iv.layers),
+                                     "layer_hi": max(iv.layers), "n_keys": len(iv.keys), "margin": float(value)})
+        del out
+    records = pd.DataFrame([{"case_id": it.case_id, "relation_id": it.relation_id, "n": it.n, "length": it.length,
+                             "distractor_tokens": it.distractor_end - it.n_prefix,
+                             "control_tokens": len(control_positions(it, config.seed)) if it.n else 0,
+                             "margin": margin[i]}
+                            for i, it in enumerate(items)])
+    clean_m = records[records["n"] == 0].set_index("case_id")["margin"]
+    records["margin_clean"] = records["case_id"].map(clean_m)
+    records["shift"] = records["margin_clean"] - records["margin"]
+    records["used"] = (records["n"] > 0) & (records["shift"] > config.min_shift)
+    iv_df = pd.DataFrame(rows_out)
+    if len(iv_df):
+        hij = records[records["n"] > 0].rename(columns={"margin": "margin_hijacked"})
+        iv_df = iv_df.merge(hij[["case_id", "n", "margin_hijacked", "margin_clean", "used"]], on=["case_id", "n"])
+        iv_df["restoration"] = restoration(iv_df["margin"], iv_df["margin_clean"], iv_df["margin_hijacked"])
+    stats["seconds"] = time.perf_counter() - t0
+    return Analysis(records, iv_df, stats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+KEYS = ["n", "analysis", "variant", "set_kind", "label", "layer_lo", "layer_hi"]
+
+
+def restoration_table(interventions: pd.DataFrame) -> pd.DataFrame:
+    """Per (n, analysis, variant, layer set) over the used records: mean restoration with its SE and
+    95% t interval, `ratio_of_means` = mean(margin − hijacked) / mean(clean − hijacked) (robust to small
+    denominators), and for knockouts the paired per-record difference to the control's restoration."""
+    used = interventions[interventions["used"]]
+    rows = []
+    for key, g in used.groupby(KEYS, sort=False):
+        mean, se, lo, hi = mean_ci(g["restoration"].to_numpy())
+        ratio = float((g["margin"] - g["margin_hijacked"]).mean() / (g["margin_clean"] - g["margin_hijacked"]).mean())
+        rows.append(dict(zip(KEYS, key), records=len(g), mean=mean, se=se, ci_lo=lo, ci_hi=hi,
+                         ratio_of_means=ratio, mean_margin=float(g["margin"].mean())))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    ko, ctl = used[used["analysis"] == "knockout"], used[used["analysis"] == "control"]
+    paired = ko.merge(ctl, on=["case_id", "n", "variant", "label"], suffixes=("", "_control"))
+    diff = []
+    for (n, variant, label), g in paired.groupby(["n", "variant", "label"], sort=False):
+        mean, se, lo, hi = mean_ci((g["restoration"] - g["restoration_control"]).to_numpy())
+        diff.append({"n": n, "analysis": "knockout", "variant": variant, "label": label, "minus_control": mean,
+                     "minus_control_se": se, "minus_control_lo": lo, "minus_control_hi": hi})
+    if diff:
+        table = table.merge(pd.DataFrame(diff), on=["n", "analysis", "variant", "label"], how="left")
+    return table.sort_values(["n", "analysis", "variant", "set_kind", "layer_lo", "layer_hi"], kind="stable",
+                             ignore_index=True)
+
+
+def headline(table: pd.DataFrame, records: pd.DataFrame) -> dict:
+    """Per n: records used, mean distractor / control tokens; per knockout variant the best window-or-all
+    set and the best single block (largest mean restoration) with its control; per patched component
+    the best block, the lowest block restoring at least half, and the sum over blocks."""
+    out: dict = {}
+    for n in sorted(records.loc[records["n"] > 0, "n"].unique()):
+        at = records[records["n"] == n]
+        entry: dict = {"records": len(at), "used": int(at["used"].sum()), "mean_shift": float(at["shift"].mean()),
+                       "mean_distractor_tokens": float(at["distractor_tokens"].mean()),
+                       "mean_control_tokens": float(at["control_tokens"].mean())}
+        t = table[table["n"] == n] if len(table) else table
+        for variant in VARIANTS:
+            ko = t[(t["analysis"] == "knockout") & (t["variant"] == variant)] if len(t) else t
+            if not len(ko):
+                continue
+            best = {}
+            for kinds, name in ((("window", "all"), "best_window"), (("single",), "best_single")):
+                part = ko[ko["set_kind"].isin(kinds)]
+                if len(part):
+                    r = part.loc[part["mean"].idxmax()]
+                    ctl = t[(t["analysis"] == "control") & (t["variant"] == variant) & (t["label"] == r["label"])]
+                    best[name] = {"layers": r["label"], "mean": r["mean"], "se": r["se"],
+                                  "control_mean": float(ctl["mean"].iloc[0]) if len(ctl) else None,
+                                  "minus_control": r.get("minus_control"), "minus_control_se": r.get("minus_control_se")}
+            all_row = ko[ko["set_kind"] == "all"]
+            if len(all_row):
+                best["all"] = {"mean": float(all_row["mean"].iloc[0]), "se": float(all_row["se"].iloc[0])}
+            entry[f"knockout_{variant}"] = best
+        for component in COMPONENTS:
+            pt = t[(t["analysis"] == "patch") & (t["variant"] == component)] if len(t) else t
+            if len(pt):
+                r = pt.loc[pt["mean"].idxmax()]
+                half = pt[pt["mean"] >= 0.5]
+                entry[f"patch_{component}"] = {"best_layer": int(r["layer_lo"]), "mean": r["mean"], "se": r["se"],
+                                               "sum_over_layers": float(pt["mean"].sum()),
+                                               "half_from": int(half["layer_lo"].min()) if len(half) else None}
+        out[int(n)] = entry
+    return out
