@@ -81,20 +81,24 @@ def test_failed_claims_are_explained_from_cached_results_too(tmp_path, calls, ma
 
 
 def test_lca_explanations_read_the_stored_rows():
-    from assocmem.experiments.lca_embedding import explain_spectra
+    from assocmem.experiments.lca_embedding import BLOCK, CONSECUTIVE, explain_spectra
     from assocmem.experiments.lca_value import explain_c2
 
-    rows = []
-    for L, trained, built in (("L=64", 0.85, 0.75), ("L=128", 0.95, 0.93)):
-        rows += [{"setting": f"{L}, d=128", "quantity": "accuracy, trained W_V", "ours": trained},
-                 {"setting": f"{L}, d=128", "quantity": "accuracy, Theorem 1 W_V", "ours": built}]
-    assert "L=64: 0.100; L=128: 0.020" in explain_c2({"rows": rows})
-    gap = "largest ratio s_k/s_(k+1)"
+    rows = [{"setting": "β=1", "quantity": "share of π's mass at D_H = 1", "ours": 0.26},
+            {"setting": "β=0.5", "quantity": "share of π's mass at D_H = 1", "ours": 0.61}]
+    for beta, L, trained, built in (("β=1", "L=64", 0.85, 0.75), ("β=1", "L=128", 0.95, 0.93),
+                                    ("β=0.5", "L=64", 0.99, 0.98)):
+        rows += [{"setting": f"{beta}, {L}, d=128", "quantity": "accuracy, trained W_V", "ours": trained},
+                 {"setting": f"{beta}, {L}, d=128", "quantity": "accuracy, Theorem 1 W_V", "ours": built}]
+    text = explain_c2({"rows": rows})
+    assert "β=1 (26% of π's mass at D_H = 1): drop L=64: 0.100, L=128: 0.020" in text
+    assert "β=0.5 (61% of π's mass at D_H = 1): drop L=64: 0.010" in text
     spectra = {"data": {"m": 8}, "rows": [
-        {"setting": "m=8, d=16, trained W_E", "quantity": gap, "ours": 1.4, "err": 0.2},
-        {"setting": "m=8, d=16, Gaussian init", "quantity": gap, "ours": 1.0, "err": 0.0},
-        {"setting": "m=8, d=16, trained W_E", "quantity": "singular values above the gap", "ours": 7.0, "err": 0.0}]}
-    assert "d=16: ×1.40 (trained gap 1.40 ± 0.20)" in explain_spectra(spectra)
+        {"setting": "m=8, d=16, trained W_E", "quantity": BLOCK, "ours": 2.0, "err": 0.1},
+        {"setting": "m=8, d=16, Gaussian init", "quantity": BLOCK, "ours": 1.6, "err": 0.0},
+        {"setting": "m=8, d=16, trained W_E", "quantity": CONSECUTIVE, "ours": 1.4, "err": 0.2},
+        {"setting": "m=8, d=16, Gaussian init", "quantity": CONSECUTIVE, "ours": 1.0, "err": 0.0}]}
+    assert "d=16: ×1.25 (top block 2.00 ± 0.10; consecutive ×1.40)" in explain_spectra(spectra)
 
 
 def test_a_damaged_cached_folder_is_recomputed_and_said_so(tmp_path, calls, make, capsys):
@@ -108,3 +112,15 @@ def test_a_damaged_cached_folder_is_recomputed_and_said_so(tmp_path, calls, make
     (tmp_path / "beta" / "result.json").write_text("[]")               # a result that is no result
     summary = reproduce("quick", None, "cpu", tmp_path, registry=make())
     assert _statuses(summary)["beta"] == "ran"
+
+
+def test_quick_profile_difference_is_printed_beside_the_verdict(tmp_path, make):
+    import dataclasses
+
+    from assocmem.experiments.registry import Registry
+
+    reg = Registry(dataclasses.replace(e, quick_differs={"value-matters": "quick uses a smaller m"}) for e in make())
+    report = reproduce("quick", ["alpha"], "cpu", tmp_path, registry=reg).report.read_text()
+    assert report.count("quick profile differs from full: quick uses a smaller m") == 2  # claims table and section
+    report = reproduce("full", ["alpha"], "cpu", tmp_path / "full", registry=reg).report.read_text()
+    assert "quick profile differs" not in report

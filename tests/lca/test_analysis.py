@@ -151,3 +151,21 @@ def test_mixing_rates_and_accuracy_vs_length() -> None:
     assert by_length["L"].tolist() == [4, 16, 64]
     assert by_length["accuracy"].is_monotonic_increasing
     assert (by_length["accuracy"] <= by_length["bayes_optimal"] + 0.05).all()
+
+
+def test_block_gap_reads_a_drop_spread_over_two_steps() -> None:
+    one_step = torch.tensor([[4.0, 4.0, 1.0, 1.0]])
+    two_steps = torch.tensor([[4.0, 4.0, 2.0, 1.0, 1.0, 1.0]])  # the drop after the top block in two steps
+    assert float(A.block_gap(one_step, 2)[0]) == pytest.approx(4.0)
+    assert float(A.block_gap(two_steps, 2)[0]) == pytest.approx(4.0 / 1.25)
+    assert float(A.eigengap(two_steps)[1][0]) == pytest.approx(2.0)  # the consecutive ratio halves the drop
+    with pytest.raises(ConfigError):
+        A.block_gap(one_step, 4)
+
+
+def test_numerical_rank_and_line_r2() -> None:
+    W_E = eq52_embedding(4, b0=3.0, b=3.0, a=1.0, dtype=torch.float64)
+    assert A.numerical_rank(A.singular_values(W_E)).tolist() == [5]
+    assert A.line_r2([5.0, 3.0, 1.0, -1.0]) == pytest.approx(1.0)
+    assert A.line_r2([0.0, 1.0, 0.0, 1.0]) < 0.5
+    assert math.isnan(A.line_r2([1.0, 1.0, 1.0]))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from assocmem.lca import bayes
+from assocmem.lca import bayes, theory
 from assocmem.lca.analysis import evaluate_weights, model_logits, singular_values
 from assocmem.lca.constructions import eq52_embedding, theorem1_weights
 from assocmem.lca.model import forward_last
@@ -66,46 +65,21 @@ def test_lemma5_eq52_with_b_equal_b0_has_rank_at_most_m_plus_2() -> None:
     assert int((full > tol * full[0]).sum()) == 2**m
 
 
-def lemma6_closed_form(W_E, W_V, u, x, y):
-    """∂ℓ/∂u_{t, t_L} for every token t, derived (x: (L,), u: (V,) scores of the query token t_L).
-
-    Position l has score s_l = u_{t_l, t_L} and weight p̂_{t_l} = softmax(s)_l; h = Σ_l p̂_{t_l} W_E(t_l);
-    ∂ℓ/∂s_l = ∇ℓᵀ W_Eᵀ W_V (p̂_{t_l} W_E(t_l) − p̂_{t_l} Σ_{l'} p̂_{t_l'} W_E(t_l')). u_{t, t_L} is shared by the
-    α_t positions holding t, so its gradient is the sum over them:
-        ∇_{u_{t,t_L}} ℓ = ∇ℓᵀ W_Eᵀ W_V (α_t p̂_t W_E(t) − α_t p̂_t Σ_l p̂_{t_l} W_E(t_l)).
-    """
-    p_hat_pos = torch.softmax(u[x], dim=0)  # (L,) weight of each position
-    p_hat = torch.exp(u - torch.logsumexp(u[x], dim=0))  # (V,) per-position weight of token t
-    alpha = torch.bincount(x, minlength=W_E.shape[1]).to(u)  # (V,) occurrences
-    h = W_E[:, x] @ p_hat_pos  # (d,)
-    grad_l = torch.softmax(W_E.T @ W_V @ h, dim=0) - F.one_hot(y, W_E.shape[1]).to(u)  # ∇ℓ: (V,)
-    direction = W_E - h[:, None]  # (d, V): W_E(t) − Σ_l p̂_{t_l} W_E(t_l)
-    return (grad_l @ W_E.T @ W_V @ direction) * alpha * p_hat, alpha, p_hat, grad_l, h
-
-
 def test_lemma6_score_gradient_matches_autograd() -> None:
+    """Lemma 6 with α_t on both terms (lca.theory) is autograd's gradient; the printed form agrees only where
+    α_t = 1 (more draws in tests/lca/test_theory.py)."""
     gen = torch.Generator().manual_seed(3)
-    V, d, d_a, L = 8, 6, 4, 10
+    V, d, d_a = 8, 6, 4
     W_E = torch.randn(d, V, generator=gen, dtype=torch.float64)
     W_V = torch.randn(d, d, generator=gen, dtype=torch.float64)
     W_Q, W_K = (torch.randn(d_a, d, generator=gen, dtype=torch.float64) for _ in range(2))
     x = torch.tensor([1, 3, 3, 5, 0, 3, 6, 1, 2, 5])  # repeats (α = 3, 2) and singletons; t_L = 5 twice
-    y = torch.tensor(4)
-    # u_{t, t_L} = (W_K W_E(t))ᵀ (W_Q W_E(t_L)) / √d_a, one leaf per distinct token t.
-    u = ((W_K @ W_E).T @ (W_Q @ W_E[:, x[-1]]) / math.sqrt(d_a)).detach().requires_grad_(True)
-    s = u[x]  # (L,) position l gets u_{t_l, t_L}
-    h = W_E[:, x] @ torch.softmax(s, dim=0)
-    logits = W_E.T @ W_V @ h
+    u = theory.attention_scores(W_E, W_Q, W_K, int(x[-1]))
     model = forward_last(W_E[None], W_Q[None], W_K[None], W_V[None], x[None]).logits[0, 0]
-    torch.testing.assert_close(logits, model)  # the scores above are the model's own
-    loss = F.cross_entropy(logits[None], y[None])
-    (autograd,) = torch.autograd.grad(loss, u)
-
-    closed, alpha, p_hat, grad_l, h = lemma6_closed_form(W_E, W_V, u.detach(), x, y)
-    torch.testing.assert_close(closed, autograd, rtol=1e-10, atol=1e-12)
-    assert float(autograd[alpha == 0].abs().max()) == 0.0 and float(autograd.abs().max()) > 1e-3
-    # The paper's printed form, α_t p̂_t W_E(t) − p̂_t Σ_l p̂_{t_l} W_E(t_l), agrees where α_t = 1 only.
-    printed = grad_l @ W_E.T @ W_V @ (alpha * p_hat * W_E - p_hat * h[:, None])
-    once = alpha == 1
-    torch.testing.assert_close(printed[once], autograd[once], rtol=1e-10, atol=1e-12)
-    assert not torch.allclose(printed[alpha > 1], autograd[alpha > 1])
+    torch.testing.assert_close(theory.last_logits_from_scores(W_E, W_V, u, x), model)  # the model's own scores
+    g = theory.score_gradients(W_E, W_V, u, x, 4)
+    torch.testing.assert_close(g.closed, g.autograd, rtol=1e-10, atol=1e-12)
+    assert float(g.autograd[g.alpha == 0].abs().max()) == 0.0 and float(g.autograd.abs().max()) > 1e-3
+    once = g.alpha == 1
+    torch.testing.assert_close(g.printed[once], g.autograd[once], rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(g.printed[g.alpha > 1], g.autograd[g.alpha > 1])

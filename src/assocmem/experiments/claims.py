@@ -31,6 +31,17 @@ CLAIMS: tuple[Claim, ...] = (
           "§3, App. B (P1412)"),
     Claim("reverse-lowers-es", "Reverse hijacking (sentences stating the true target) lowers the efficacy score",
           "§5.5, App. B"),
+    Claim("thm1-construction", "Theorem 1: with ω = 1 and orthonormal W_E, the Eq. 5.1 construction's error falls to 0 "
+          "as the context grows", "Theorem 1, Eq. 5.1, §5.1"),
+    Claim("lemma2-bayes", "Lemma 2: on the Hamming-1 neighbourhood the construction has error 0 (it is the Bayes "
+          "classifier); W_V = I has error > 0", "Lemma 2, §5.2"),
+    Claim("thm4-eq52", "Theorem 4: with Eq. 5.2 embeddings and the Eq. 5.1 W_V built on them, the error falls to 0 "
+          "when b0 and L are large", "Theorem 4, Eq. 5.2, §5.3"),
+    Claim("lemma5-rank", "Lemma 5: Eq. 5.2 embeddings with b0 = b have rank ≤ m + 2", "Lemma 5, §5.3"),
+    Claim("lemma6-gradient", "Lemma 6 (α_t on both terms): the loss gradient with respect to an attention score "
+          "u_(t, t_L) is ∇ℓᵀW_EᵀW_V(α_t p̂_t W_E(t) − α_t p̂_t Σ_l p̂_(t_l) W_E(t_l))", "Lemma 6, §5.4"),
+    Claim("lemma6-printed", "Lemma 6 as printed: the same gradient with α_t on the first term only",
+          "Lemma 6, §5.4 (printed form)"),
     Claim("value-matters", "The value matrix matters: fixing W_V = I lowers accuracy, notably at small context length",
           "Fig. 3(a), Fig. C.1, §6.1, Lemma 2"),
     Claim("construction-replaces", "Replacing the trained W_V by the Theorem 1 construction keeps accuracy (unlike a random construction)",
@@ -38,7 +49,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("construction-closest", "The trained W_V's rank-m approximation is closest (smallest principal angle) to the construction's",
           "Fig. C.3, §6.1"),
     Claim("embedding-under", "Embedding training is needed when d < V", "Fig. C.4, §6.2"),
-    Claim("embedding-over", "Embedding training is not needed when d > V (Gaussian init suffices)", "Fig. C.4, §6.2"),
+    Claim("embedding-over", "Embedding training matters less as d grows past V: frozen Gaussian embeddings catch up "
+          "with trained ones as d/V grows (the paper: not needed when d > V)", "Fig. C.4, §6.2"),
     Claim("eq52", "Trained embeddings follow Eq. 5.2: inner product decreasing linearly in Hamming distance, with b0 > b",
           "Fig. 3(b), Fig. C.5, §5.3"),
     Claim("thm3-linear", "With W_V = I the inner product is linear in Hamming distance (Theorem 3)", "Fig. C.6, Thm 3"),

@@ -37,6 +37,8 @@ LLM_DTYPE = "float32"
 FAMILY_MODULES: tuple[str, ...] = (
     "assocmem.experiments.hijack_figures",
     "assocmem.experiments.hijack_mechanism",
+    "assocmem.experiments.theory",
+    "assocmem.experiments.theory_structure",
     "assocmem.experiments.lca_value",
     "assocmem.experiments.lca_embedding",
     "assocmem.experiments.lca_attention",
@@ -105,6 +107,9 @@ class Experiment:
     # Derives from a finished result (its result.json as a dict) why a claim of it failed, in numbers;
     # the report shows it beside a "NOT supported" verdict. Read at report time, so cached results get it.
     explain: Callable[[dict[str, Any]], str] | None = None
+    # claim id -> how the quick profile's settings differ from the full one's in a way that can change that
+    # claim's verdict (e.g. a smaller m); the report prints it beside the verdict of a quick-profile result.
+    quick_differs: dict[str, str] = field(default_factory=dict)
 
     def settings(self, profile: str) -> Any:
         if profile not in PROFILES:

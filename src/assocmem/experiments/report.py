@@ -106,12 +106,13 @@ def _provenance(results: dict) -> list[str]:
 
 
 def _note(exp, result: dict, claim: dict) -> str:
-    """The claim's own note, else for a failed claim the experiment's explanation of its numbers."""
-    if claim.get("note"):
-        return claim["note"]
-    if not claim["supported"] and exp.explain is not None:
-        return exp.explain(result)
-    return ""
+    """The claim's own note, else for a failed claim the experiment's explanation of its numbers; then, for a
+    quick-profile result, how the quick settings differ from the full ones where that can change the verdict."""
+    note = claim.get("note") or (exp.explain(result) if not claim["supported"] and exp.explain is not None else "")
+    differs = exp.quick_differs.get(claim["claim"]) if result.get("profile") == "quick" else None
+    if differs:
+        note = (note + "; " if note else "") + f"quick profile differs from full: {differs}"
+    return note
 
 
 def _claims_section(registry: Registry, results: dict, outcomes: dict[str, Outcome]) -> list[str]:

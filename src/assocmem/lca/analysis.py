@@ -6,7 +6,8 @@ Pure functions of a weights dict {"W_E": (E, d, V), "W_Q": (E, d_a, d), "W_K": (
 * accuracy, and accuracy with W_V swapped for a construction (§6.1, Fig. C.2);
 * low-rank approximations and the smallest principal angle between them (Fig. C.3);
 * embedding inner products by Hamming distance and a fit of Eq. 5.2 (Fig. 3b, C.5, C.6);
-* singular values of W_E and their eigengap (Lemma 5, Fig. C.9–C.12);
+* singular values of W_E, their eigengap (largest consecutive ratio) and the top-block gap (Lemma 5,
+  Fig. C.9–C.12), numerical rank;
 * mean attention by token and by cluster relation (§5.4, Fig. 3c, C.7, C.8);
 * context mixing (§5.5, C.5) and accuracy against context length (C.6), each beside the Bayes ceiling.
 
@@ -39,6 +40,9 @@ __all__ = [
     "fit_eq52",
     "singular_values",
     "eigengap",
+    "block_gap",
+    "numerical_rank",
+    "line_r2",
     "attention_by_token",
     "attention_by_cluster",
     "sample_mixed_contexts",
@@ -176,6 +180,35 @@ def eigengap(svals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ratios = s[..., :-1] / s[..., 1:].clamp(min=floor)  # (..., n - 1)
     ratio, k = ratios.max(dim=-1)
     return k + 1, ratio
+
+
+def block_gap(svals: torch.Tensor, k: int) -> torch.Tensor:
+    """mean(s_1..s_k) / mean(s_{k+1}..s_n) for (..., n) descending singular values: the gap "between the top
+    and the bottom singular values" (§5.3) read as one ratio of two blocks, so that a drop spread over two
+    steps counts as fully as one step. For Eq. 5.2 the top block is the m latent directions (eigenvalue
+    (b0 − b) + aV/2, `lca.theory.eq52_spectrum`). Returns (...,)."""
+    n = svals.shape[-1]
+    if not isinstance(k, int) or not 1 <= k < n:
+        raise ConfigError(f"k={k!r} is invalid: allowed 1 <= k < {n} (the number of singular values)")
+    s = svals.to(torch.float64)
+    return s[..., :k].mean(dim=-1) / s[..., k:].mean(dim=-1).clamp(min=torch.finfo(torch.float64).tiny)
+
+
+def numerical_rank(svals: torch.Tensor, rtol: float = 1e-9) -> torch.Tensor:
+    """Number of singular values above rtol × the largest, for (..., n) descending values: (...,) long."""
+    s = svals.to(torch.float64)
+    return (s > rtol * s[..., :1]).sum(dim=-1)
+
+
+def line_r2(values: Sequence[float]) -> float:
+    """R² of a least-squares line through values at x = 1..n (NaN for n < 3 or constant values): how linear
+    the mean inner product is in the Hamming distance (Theorem 3, Eq. 5.2)."""
+    y = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    if y.numel() < 3 or float(y.var()) == 0:
+        return float("nan")
+    X = torch.stack([torch.ones_like(y), torch.arange(1, y.numel() + 1, dtype=torch.float64)], dim=1)
+    residual = y - X @ torch.linalg.lstsq(X, y.unsqueeze(1)).solution.squeeze(1)
+    return 1.0 - float((residual**2).sum() / ((y - y.mean()) ** 2).sum())
 
 
 def _attention_sums(
