@@ -10,6 +10,7 @@ import pytest
 import torch
 import transformers as tf
 
+from assocmem import linalg
 from assocmem.errors import ConfigError
 from assocmem.hijack import diagnostics as D
 from assocmem.models.llm import LoadedLM, tiny_random_lm
@@ -172,16 +173,16 @@ def test_unknown_layer_structure_is_a_one_line_error():
 def test_spectrum_effective_rank_and_eigengap():
     g = torch.Generator().manual_seed(0)
     W = torch.randn(500, 24, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(D.singular_values(W, chunk=64), torch.linalg.svdvals(W), rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(D.singular_values(W.T), torch.linalg.svdvals(W), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(linalg.gram_singular_values(W, chunk=64), torch.linalg.svdvals(W), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(linalg.gram_singular_values(W.T), torch.linalg.svdvals(W), rtol=1e-9, atol=1e-9)
     centered = W - W.mean(dim=0, keepdim=True)
-    torch.testing.assert_close(D.singular_values(W, chunk=64, center=True), torch.linalg.svdvals(centered))
-    torch.testing.assert_close(D.singular_values(W.T, center=True), torch.linalg.svdvals(W.T - W.T.mean(0)),
+    torch.testing.assert_close(linalg.gram_singular_values(W, chunk=64, center=True), torch.linalg.svdvals(centered))
+    torch.testing.assert_close(linalg.gram_singular_values(W.T, center=True), torch.linalg.svdvals(W.T - W.T.mean(0)),
                                atol=1e-6, rtol=1e-9)  # rank 23: the last σ is 0 up to rounding
     assert D.effective_rank(np.ones(10)) == pytest.approx(10)
     assert D.effective_rank(np.array([3.0, 0, 0])) == pytest.approx(1)
     low = torch.randn(500, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 24, generator=g, dtype=torch.float64)
-    s = D.singular_values(low + 1e-3 * W)
+    s = linalg.gram_singular_values(low + 1e-3 * W)
     k, ratio = D.eigengap(s)
     assert k == 5 and ratio > 100
     table = D.embedding_spectrum(tiny_random_lm("gemma3"))

@@ -1,4 +1,3 @@
-import dataclasses
 from pathlib import Path
 
 import pandas as pd

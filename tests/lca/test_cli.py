@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from assocmem.cli import main
@@ -71,3 +70,19 @@ def test_bad_input_is_one_line_naming_the_option(tmp_path, capsys, argv, option,
 def test_unparsable_number_is_a_usage_error(tmp_path, capsys):
     assert main(["lca", "train", "--out", str(tmp_path), "--m", "eight"]) == 2
     assert "--m" in capsys.readouterr().err
+
+
+def test_the_experiments_read_what_lca_train_writes(tmp_path):
+    """One weights format: an `lca train` folder loads with the experiments' reader, models and
+    accuracies as the summary says."""
+    import torch
+
+    from assocmem.experiments.common import load_models
+
+    out = tmp_path / "run"
+    assert main(["lca", "train", *TINY, "--seeds", "0", "1", "--out", str(out)]) == 0
+    models = load_models(out, torch.device("cpu"))
+    summary = read_json(out / "summary.json")
+    assert [m.seed for m in models] == [0, 1] and models[0].task.m == 3 and models[0].model.d == 8
+    assert [m.final_accuracy for m in models] == summary["final_accuracy"]
+    assert models[1].weights["W_E"].shape == (1, 8, 8)

@@ -11,10 +11,7 @@ both atomically, at the end of the run.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,21 +154,12 @@ def summarise(result: TrainResult, config: dict, elapsed_s: float) -> dict:
 
 
 def save_weights(result: TrainResult, config: dict, path: Path) -> Path:
-    """W_E (E, d, V), W_Q, W_K, W_V as safetensors, the config in the metadata; atomic."""
-    from safetensors.torch import save_file
+    """W_E (E, d, V), W_Q, W_K, W_V in the one weights format (lca.weights), the config beside."""
+    from assocmem.lca import weights
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in result.module.weights().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"config": json.dumps(config)})
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a run folder is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    entries = [weights.entry_of(s, a, b) for s, a, b in zip(result.specs, result.final_accuracy,
+                                                           result.bayes_optimal_accuracy)]
+    return weights.write(path, result.module.weights(), entries, config=config)
 
 
 def format_table(result: TrainResult) -> str:

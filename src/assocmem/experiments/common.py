@@ -4,10 +4,9 @@ saving and reading trained weights, seed statistics, and the Bayes-optimal refer
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ from assocmem.experiments.claims import mean_std
 from assocmem.experiments.registry import Context
 from assocmem.lca.model import ModelConfig
 from assocmem.lca.task import LCAConfig
+from assocmem.lca import weights
 from assocmem.lca.train import RunSpec, TrainConfig, TrainedModel, train_sweep
+from assocmem.lca.weights import StoredModel
 
-WEIGHTS_FILE = "models.safetensors"
-INDEX_FILE = "models.json"
 BAYES_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.8}
 
 
@@ -92,42 +91,18 @@ def keep_best_lr(models: Sequence[TrainedModel]) -> list[TrainedModel]:
 
 
 def save_models(models: Sequence[TrainedModel], folder: Path) -> None:
-    """Weights (safetensors) plus an index of specs and accuracies, readable by `load_models`."""
-    from safetensors.torch import save_file
-
-    tensors = {f"{i}/{name}": w[0].detach().cpu().contiguous() for i, m in enumerate(models) for name, w in m.weights.items()}
-    index = [{"task": asdict(m.spec.task), "model": asdict(m.spec.model), "lr": m.spec.lr, "seed": m.spec.seed,
-              "label": m.spec.label, "final_accuracy": m.final_accuracy,
-              "bayes_optimal_accuracy": m.bayes_optimal_accuracy} for m in models]
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(folder / WEIGHTS_FILE))
-    (folder / INDEX_FILE).write_text(json.dumps(index, indent=1))
-
-
-@dataclass
-class StoredModel:
-    task: LCAConfig
-    model: ModelConfig
-    lr: float
-    seed: int
-    label: str
-    final_accuracy: float
-    bayes_optimal_accuracy: float
-    weights: dict[str, torch.Tensor]  # each with a leading model dimension of 1
+    """The models in the one weights format (lca.weights: one file per shape), readable by `load_models`."""
+    groups: dict[tuple, list[TrainedModel]] = defaultdict(list)
+    for m in models:
+        groups[tuple(tuple(m.weights[n].shape) for n in weights.NAMES)].append(m)
+    weights.write_folder(folder, [({n: torch.cat([m.weights[n] for m in ms]) for n in weights.NAMES},
+                                   [weights.entry_of(m.spec, m.final_accuracy, m.bayes_optimal_accuracy) for m in ms])
+                                  for ms in groups.values()])
 
 
 def load_models(folder: Path, device: torch.device, where: Callable[[StoredModel], bool] | None = None) -> list[StoredModel]:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(folder / WEIGHTS_FILE))
-    out = []
-    for i, entry in enumerate(json.loads((folder / INDEX_FILE).read_text())):
-        weights = {name: tensors[f"{i}/{name}"].unsqueeze(0).to(device) for name in ("W_E", "W_Q", "W_K", "W_V")}
-        stored = StoredModel(LCAConfig(**entry["task"]), ModelConfig(**entry["model"]), entry["lr"], entry["seed"],
-                             entry["label"], entry["final_accuracy"], entry["bayes_optimal_accuracy"], weights)
-        if where is None or where(stored):
-            out.append(stored)
-    return out
+    """The models saved in `folder` (by `save_models` or `assocmem lca train`), optionally filtered."""
+    return [m for m in weights.read_folder(folder, device) if where is None or where(m)]
 
 
 def stack(models: Iterable[Any]) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ import torch
 
 from assocmem.config import to_dict
 from assocmem.errors import ConfigError
-from assocmem.experiments.registry import Context, Experiment, Registry, Result
+from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.io import read_json, write_csv, write_json
 
 RESULT_FILE = "result.json"

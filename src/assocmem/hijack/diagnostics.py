@@ -37,9 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
+from assocmem import linalg
 from assocmem.errors import ConfigError
+from assocmem.linalg import effective_rank  # noqa: F401  (re-exported for diagnose)
 from assocmem.models.anatomy import LensParts, device_of, find_parts  # noqa: F401  (LensParts re-exported)
 
 # ---------------------------------------------------------------------------------------------
@@ -300,61 +301,14 @@ def logit_lens(lm, prompts: Sequence[str], target_true_ids: Sequence[int], targe
 # ---------------------------------------------------------------------------------------------
 # Embedding geometry (§5.3)
 
-@torch.inference_mode()
-def _gram(W: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(WᵀW in float64, column sums, rows) of the tall orientation of W, over row chunks."""
-    W = W.detach()
-    if W.shape[0] < W.shape[1]:
-        W = W.T
-    gram = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64, device=W.device)
-    total = torch.zeros(W.shape[1], dtype=torch.float64, device=W.device)
-    for rows in W.split(chunk):  # chunk products in the weights' precision (fp32: 4x faster than fp64
-        r = rows.float() if rows.dtype in (torch.float16, torch.bfloat16) else rows  # on CPU), summed in fp64
-        gram += (r.T @ r).double()
-        total += r.sum(dim=0, dtype=torch.float64)
-    return gram, total, W.shape[0]
-
-
-def _sqrt_eigenvalues(gram: torch.Tensor) -> torch.Tensor:
-    # σ² are the eigenvalues of the symmetric PSD Gram: eigvalsh takes 0.2 s at 640 × 640 in float64
-    # on this CPU where svdvals took 10 s (the general SVD path)
-    eig = torch.linalg.eigvalsh(gram)
-    return eig.clamp_min(0).sqrt().sort(descending=True).values.cpu()
-
-
-@torch.inference_mode()
-def singular_values(W: torch.Tensor, chunk: int = 16384, center: bool = False) -> torch.Tensor:
-    """Singular values of W (rows × cols), descending, in float64; `center`: of W minus its mean row.
-
-    Through the Gram matrix on the smaller side (d × d for an embedding of d_vocab × d_model): for
-    Gemma's 262k × 640 that is a 640 × 640 problem, accumulated in float64 over row chunks so W is
-    never copied whole. With fp32 weights, singular values below ~1e-3 · σ_max lose relative accuracy
-    (the Gram squares the condition number); the effective rank and the top gap do not depend on them.
-    """
-    if center and W.shape[0] < W.shape[1]:  # wide: centre explicitly (small); tall: through the Gram
-        W, center = W.detach() - W.detach().mean(dim=0, keepdim=True), False
-    gram, total, rows = _gram(W, chunk)
-    if center:  # Σ (w - μ)(w - μ)ᵀ = Σ w wᵀ - N μ μᵀ
-        gram = gram - torch.outer(total, total) / rows
-    return _sqrt_eigenvalues(gram)
-
-
-def effective_rank(s: torch.Tensor | np.ndarray) -> float:
-    """Roy & Vetterli (2007): exp of the entropy of the normalised singular values."""
-    s = np.asarray(s, dtype=np.float64)
-    p = s[s > 0] / s.sum()
-    return float(np.exp(-(p * np.log(p)).sum()))
-
-
-def eigengap(s: torch.Tensor | np.ndarray, top_k: int = 64) -> tuple[int, float]:
+def eigengap(s, top_k: int = 64) -> tuple[int, float]:
     """(k, σ_k / σ_{k+1}) for the largest consecutive ratio among the top `top_k` singular values:
     k values sit above the gap (Lemma 5 predicts about m + 2 for the synthetic embedding)."""
-    s = np.asarray(s, dtype=np.float64)[: top_k + 1]
+    s = torch.as_tensor(np.asarray(s, dtype=np.float64))
     if len(s) < 2:
         return len(s), float("nan")
-    ratios = s[:-1] / np.maximum(s[1:], np.finfo(float).tiny)
-    k = int(np.argmax(ratios))
-    return k + 1, float(ratios[k])
+    k, ratio = linalg.eigengap(s, top_k)
+    return int(k), float(ratio)
 
 
 def embedding_spectrum(lm) -> pd.DataFrame:
@@ -368,9 +322,9 @@ def embedding_spectrum(lm) -> pd.DataFrame:
     """
     W_E = lm.model.get_input_embeddings().weight  # (d_vocab, d_model)
     if W_E.shape[0] >= W_E.shape[1]:  # one pass over the 262k rows serves both spectra
-        gram, total, rows = _gram(W_E, 16384)
-        s, s_centered = _sqrt_eigenvalues(gram), _sqrt_eigenvalues(gram - torch.outer(total, total) / rows)
+        gram, total, rows = linalg.gram_and_sums(W_E, 16384)
+        s, s_centered = linalg.sqrt_eigenvalues(gram), linalg.sqrt_eigenvalues(gram - torch.outer(total, total) / rows)
     else:
-        s, s_centered = singular_values(W_E), singular_values(W_E, center=True)
+        s, s_centered = linalg.gram_singular_values(W_E), linalg.gram_singular_values(W_E, center=True)
     return pd.DataFrame({"index": np.arange(1, len(s) + 1), "singular_value": s.numpy(),
                          "singular_value_centered": s_centered.numpy()})

@@ -28,6 +28,7 @@ from assocmem.config import check_int_range
 from assocmem.errors import ConfigError
 from assocmem.lca.bayes import check_contexts, expected_accuracy_on, expected_correct
 from assocmem.lca.model import forward_last
+from assocmem.linalg import block_gap, eigengap, numerical_rank, singular_values  # noqa: F401  (one implementation)
 from assocmem.lca.task import LCAConfig, hamming_matrix, latent_bits, sample_batch
 
 __all__ = [
@@ -50,7 +51,7 @@ __all__ = [
     "accuracy_vs_length",
 ]
 
-LOGIT_RTOL = 1e-5  # logits within this relative distance of the max count as a tie (float32 round-off)
+from assocmem.lca.bayes import LOGIT_RTOL  # noqa: E402,F401  (re-exported: the one tie tolerance)
 _CHUNK_ELEMENTS = 1 << 24  # E·b·L·d floats per forward chunk: bounds the (E, b, L, d) embedded context
 
 
@@ -159,45 +160,6 @@ def fit_eq52(W_E: torch.Tensor, m: int) -> dict[str, float]:
     total = ((v - v.mean()) ** 2).sum()
     r2 = 1.0 - float((residual**2).sum() / total) if float(total) > 0 else float("nan")
     return {"b0": float(values[~off].mean()), "b": float(coef[0]), "a": float(coef[1]), "r2": r2}
-
-
-def singular_values(W_E: torch.Tensor) -> torch.Tensor:
-    """Singular values of each W_E, descending: (E, d, V) → (E, min(d, V)) (Lemma 5, Fig. C.9–C.12)."""
-    return torch.linalg.svdvals(W_E.to(torch.float64))
-
-
-def eigengap(svals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The largest ratio of consecutive singular values s_k / s_{k+1} (0-based), for (..., n) descending.
-
-    Returns (index, ratio): index = k + 1 is the number of singular values above the gap (the
-    effective rank), ratio the gap's size. Zeros are floored at eps·s_0, so an exactly rank-r matrix
-    has its gap at index r with a ratio of order 1/eps.
-    """
-    if svals.shape[-1] < 2:
-        raise ConfigError(f"svals has {svals.shape[-1]} values: allowed at least 2 to find a gap")
-    s = svals.to(torch.float64)
-    floor = torch.finfo(torch.float64).eps * s[..., :1].clamp(min=torch.finfo(torch.float64).tiny)
-    ratios = s[..., :-1] / s[..., 1:].clamp(min=floor)  # (..., n - 1)
-    ratio, k = ratios.max(dim=-1)
-    return k + 1, ratio
-
-
-def block_gap(svals: torch.Tensor, k: int) -> torch.Tensor:
-    """mean(s_1..s_k) / mean(s_{k+1}..s_n) for (..., n) descending singular values: the gap "between the top
-    and the bottom singular values" (§5.3) read as one ratio of two blocks, so that a drop spread over two
-    steps counts as fully as one step. For Eq. 5.2 the top block is the m latent directions (eigenvalue
-    (b0 − b) + aV/2, `lca.theory.eq52_spectrum`). Returns (...,)."""
-    n = svals.shape[-1]
-    if not isinstance(k, int) or not 1 <= k < n:
-        raise ConfigError(f"k={k!r} is invalid: allowed 1 <= k < {n} (the number of singular values)")
-    s = svals.to(torch.float64)
-    return s[..., :k].mean(dim=-1) / s[..., k:].mean(dim=-1).clamp(min=torch.finfo(torch.float64).tiny)
-
-
-def numerical_rank(svals: torch.Tensor, rtol: float = 1e-9) -> torch.Tensor:
-    """Number of singular values above rtol × the largest, for (..., n) descending values: (...,) long."""
-    s = svals.to(torch.float64)
-    return (s > rtol * s[..., :1]).sum(dim=-1)
 
 
 def line_r2(values: Sequence[float]) -> float:

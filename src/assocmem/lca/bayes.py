@@ -101,6 +101,9 @@ def posterior(config: LCAConfig, x: torch.Tensor) -> torch.Tensor:
     return log_likelihood(config, x).softmax(dim=-1)
 
 
+LOGIT_RTOL = 1e-5  # a model's logits within this relative distance of the max count as a tie (float32 round-off)
+
+
 def expected_correct(scores: torch.Tensor, y: torch.Tensor, rtol: float = 1e-9) -> torch.Tensor:
     """Per-sample expected correctness of argmax(scores) with ties broken uniformly: (*batch,) float64.
 

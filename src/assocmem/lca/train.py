@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from assocmem.config import check_choice, check_float_range, check_int_range
 from assocmem.errors import ConfigError, bad_option
+from assocmem.lca.bayes import LOGIT_RTOL, expected_correct
 from assocmem.lca.model import ModelConfig, OneLayerTransformer, forward_last
 from assocmem.lca.task import LCAConfig, _cdf, pi_table, sample_batch
 from assocmem.runtime import make_generator, resolve_device
@@ -231,19 +232,21 @@ def stream_seed(seed: int, stream: str) -> int:
 
 
 def count_correct(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Correct argmax predictions per model, (E,) long. x: (E, N, L) or (N, L); y: (E, N) or (N,).
+    """Expected correct predictions per model, (E,) float64: argmax with ties (logits within
+    bayes.LOGIT_RTOL of the max) counting 1/|ties|, the accuracy every experiment reports (analysis.
+    evaluate_weights is the same rule). x: (E, N, L) or (N, L); y: (E, N) or (N,).
 
     Chunks the contexts so that the (E, chunk, V) intermediates of `forward_last` stay near 64 MiB.
     """
     E, d, V = weights["W_E"].shape
     N, L = x.shape[-2:]
     chunk = max(1, 2**24 // (E * (V + L + d)))
-    correct = torch.zeros(E, dtype=torch.long, device=x.device)
+    correct = torch.zeros(E, dtype=torch.float64, device=x.device)
     with torch.no_grad():
         for start in range(0, N, chunk):
             xs, ys = x[..., start : start + chunk, :], y[..., start : start + chunk]
             logits = forward_last(weights["W_E"], weights["W_Q"], weights["W_K"], weights["W_V"], xs).logits
-            correct += (logits.argmax(-1) == ys).sum(-1)
+            correct += expected_correct(logits, ys.expand(logits.shape[:2]), rtol=LOGIT_RTOL).sum(-1)
     return correct
 
 

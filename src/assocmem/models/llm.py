@@ -15,7 +15,6 @@ safetensors + tokenizer under `<cache>/models/<name>/` (cache = $ASSOCMEM_CACHE_
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
