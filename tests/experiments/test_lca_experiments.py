@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from assocmem.experiments.common import Training
+from assocmem.experiments.common import training
 from assocmem.experiments.registry import Registry, default_registry
 from assocmem.experiments.reproduce import reproduce
 
-TINY_TRAINING = Training(seeds=2, steps=8, batch_size=8, lrs=(0.01,), warmup_steps=2, eval_samples=64)
+TINY_TRAINING = training(seeds=2, steps=8, batch_size=8, lrs=(0.01,), warmup_steps=2, eval_samples=64)
 
 
 def _tiny(settings):
@@ -17,6 +17,8 @@ def _tiny(settings):
     sizes = {"training": TINY_TRAINING, "m": 3, "Ls": (6, 8), "ds": (4, 12), "L": 6, "d": 4, "eval_samples": 64,
              "n": 64, "lengths": (2, 4)}
     fields = {f.name for f in dataclasses.fields(settings)}
+    if "lca" in fields:   # a study's task: m = 3, L = 6, the rest as it was
+        settings = dataclasses.replace(settings, lca=dataclasses.replace(settings.lca, m=3, L=6))
     return dataclasses.replace(settings, **{k: v for k, v in sizes.items() if k in fields})
 
 

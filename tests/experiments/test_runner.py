@@ -80,25 +80,33 @@ def test_failed_claims_are_explained_from_cached_results_too(tmp_path, calls, ma
     assert "Why: explained by ours = 0.5" in report
 
 
-def test_lca_explanations_read_the_stored_rows():
-    from assocmem.experiments.lca_embedding import BLOCK, CONSECUTIVE, explain_spectra
-    from assocmem.experiments.lca_value import explain_c2
+def test_lca_explanations_are_pure_functions_of_the_judged_table():
+    """table -> judge -> explanation, no setting strings parsed: a criterion or a sentence can change
+    without retraining."""
+    from assocmem.experiments.lca_embedding import BLOCK, CONSECUTIVE, explain_spectra, judge_spectra
+    from assocmem.experiments.lca_value import explain_c2, judge_c2
 
-    rows = [{"setting": "β=1", "quantity": "share of π's mass at D_H = 1", "ours": 0.26},
-            {"setting": "β=0.5", "quantity": "share of π's mass at D_H = 1", "ours": 0.61}]
-    for beta, L, trained, built in (("β=1", "L=64", 0.85, 0.75), ("β=1", "L=128", 0.95, 0.93),
-                                    ("β=0.5", "L=64", 0.99, 0.98)):
-        rows += [{"setting": f"{beta}, {L}, d=128", "quantity": "accuracy, trained W_V", "ours": trained},
-                 {"setting": f"{beta}, {L}, d=128", "quantity": "accuracy, Theorem 1 W_V", "ours": built}]
-    text = explain_c2({"rows": rows})
+    table = []
+    for beta, share, L, trained, built in ((1.0, 0.26, 64, 0.85, 0.75), (1.0, 0.26, 128, 0.95, 0.93),
+                                           (0.5, 0.61, 64, 0.99, 0.98)):
+        key = {"beta": beta, "L": L, "d": 128}
+        for seed in (0, 1):
+            table += [{**key, "seed": seed, "quantity": "accuracy, trained W_V", "value": trained},
+                      {**key, "seed": seed, "quantity": "accuracy, Theorem 1 W_V", "value": built},
+                      {**key, "seed": seed, "quantity": "accuracy, random-pairs W_V", "value": 0.1 + 0.01 * seed}]
+        table += [{**key, "seed": None, "quantity": "accuracy, Bayes-optimal", "value": 1.0},
+                  {**key, "seed": None, "quantity": "share of π's mass at D_H = 1", "value": share}]
+    text = explain_c2({"data": judge_c2(table).data})
     assert "β=1 (26% of π's mass at D_H = 1): drop L=64: 0.100, L=128: 0.020" in text
     assert "β=0.5 (61% of π's mass at D_H = 1): drop L=64: 0.010" in text
-    spectra = {"data": {"m": 8}, "rows": [
-        {"setting": "m=8, d=16, trained W_E", "quantity": BLOCK, "ours": 2.0, "err": 0.1},
-        {"setting": "m=8, d=16, Gaussian init", "quantity": BLOCK, "ours": 1.6, "err": 0.0},
-        {"setting": "m=8, d=16, trained W_E", "quantity": CONSECUTIVE, "ours": 1.4, "err": 0.2},
-        {"setting": "m=8, d=16, Gaussian init", "quantity": CONSECUTIVE, "ours": 1.0, "err": 0.0}]}
-    assert "d=16: ×1.25 (top block 2.00 ± 0.10; consecutive ×1.40)" in explain_spectra(spectra)
+    spectra = []
+    for arm, block, consecutive in (("trained W_E", (1.9, 2.1), 1.4), ("Gaussian init", (1.6, 1.6), 1.0)):
+        for seed, b in enumerate(block):
+            key = {"d": 16, "arm": arm, "seed": seed, "k": None}
+            spectra += [{**key, "quantity": BLOCK, "value": b}, {**key, "quantity": CONSECUTIVE, "value": consecutive},
+                        {**key, "quantity": "singular values above the gap", "value": 8}]
+    text = explain_spectra({"data": judge_spectra(spectra, 8).data})
+    assert "d=16: ×1.25 (top block 2.00 ± 0.14; consecutive ×1.40)" in text
 
 
 def test_a_damaged_cached_folder_is_recomputed_and_said_so(tmp_path, calls, make, capsys):

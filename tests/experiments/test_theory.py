@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from assocmem.lca.task import LCAConfig
 from assocmem.experiments import lca_embedding, theory, theory_structure
 from assocmem.experiments.registry import Registry, default_registry
 from assocmem.experiments.reproduce import reproduce
@@ -66,7 +67,7 @@ def test_spectra_criterion_is_the_top_block_against_the_init():
 
 
 def test_c4_over_several_d_reads_the_trend():
-    s = lca_embedding.EmbeddingStudy(m=3, L=6, ds=(4, 16, 32, 64))
+    s = lca_embedding.EmbeddingStudy(LCAConfig(m=3, L=6), ds=(4, 16, 32, 64))
     def table(gains):
         rows = []
         for d, gain in zip(s.ds, gains):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +26,63 @@ BAYES_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.8}
 
 @dataclass(frozen=True)
 class Training:
-    """How the models of one experiment are trained (AdamW as in the paper; the rest is our choice)."""
+    """How the models of one experiment are trained: seeds and candidate learning rates around one
+    TrainConfig (AdamW as in the paper; the rest is our choice). Build it with `training(...)`."""
 
-    seeds: int = 3  # models per setting (seeds 0..seeds-1); error bars are over these
-    steps: int = 500  # optimizer steps, a fresh batch each step
-    batch_size: int = 128  # contexts per model per step
-    lrs: tuple[float, ...] = (0.01,)  # candidate peak learning rates; the best mean accuracy per setting is kept
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    warmup_steps: int = 50  # linear warm-up
-    schedule: str = "cosine"  # lr schedule after warm-up
-    eval_samples: int = 4096  # fresh contexts for the final accuracy (and its Bayes-optimal ceiling)
+    seeds: int  # models per setting (seeds 0..seeds-1); error bars are over these
+    lrs: tuple[float, ...]  # candidate peak learning rates; the best mean accuracy per setting is kept
+    train: TrainConfig  # the optimisation (its lr is replaced by each of lrs)
 
     def __post_init__(self) -> None:
         check_int_range("seeds", self.seeds, 1)
-        check_int_range("steps", self.steps, 1)
         if not self.lrs:
             raise ValueError("lrs must hold at least one learning rate")
         for lr in self.lrs:
             check_float_range("lr", lr, 0.0, None, lo_open=True)
 
+    @property
+    def steps(self) -> int:
+        return self.train.steps
+
     def config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lrs[0],
-                           weight_decay=self.weight_decay, warmup_steps=min(self.warmup_steps, self.steps),
-                           schedule=self.schedule, eval_every=self.steps, eval_samples=self.eval_samples)
+        return replace(self.train, lr=self.lrs[0])
+
+
+def training(seeds: int = 3, steps: int = 500, batch_size: int = 128, lrs: tuple[float, ...] = (0.01,),
+             weight_decay: float = 0.01, warmup_steps: int = 50, schedule: str = "cosine",
+             eval_samples: int = 4096) -> Training:
+    """The experiments' training: a linear warm-up (at most the run), one final evaluation on
+    `eval_samples` fresh contexts (with its Bayes-optimal ceiling)."""
+    return Training(seeds, tuple(lrs), TrainConfig(steps=steps, batch_size=batch_size, lr=lrs[0],
+                                                   weight_decay=weight_decay, warmup_steps=min(warmup_steps, steps),
+                                                   schedule=schedule, eval_every=steps, eval_samples=eval_samples))
+
+
+class TaskFields:
+    """A study declares its task once, as an LCAConfig (`lca`); these read its fields."""
+
+    @property
+    def m(self) -> int:
+        return self.lca.m
+
+    @property
+    def L(self) -> int:
+        return self.lca.L
+
+    @property
+    def omega(self) -> float:
+        return self.lca.omega
+
+    @property
+    def beta(self) -> float:
+        return self.lca.beta
+
+    @property
+    def neighborhood(self) -> str:
+        return self.lca.neighborhood
+
+    def task(self) -> LCAConfig:
+        return self.lca
 
 
 def specs_for(task: LCAConfig, model: ModelConfig, training: Training, label: str) -> list[RunSpec]:
@@ -98,6 +132,12 @@ def save_models(models: Sequence[TrainedModel], folder: Path) -> None:
     weights.write_folder(folder, [({n: torch.cat([m.weights[n] for m in ms]) for n in weights.NAMES},
                                    [weights.entry_of(m.spec, m.final_accuracy, m.bayes_optimal_accuracy) for m in ms])
                                   for ms in groups.values()])
+
+
+def as_stored(m: TrainedModel) -> StoredModel:
+    """A just-trained model in the form `load_models` gives (no round trip through the file)."""
+    return StoredModel(m.spec.task, m.spec.model, m.spec.lr, m.spec.seed, m.spec.label, m.final_accuracy,
+                       m.bayes_optimal_accuracy, m.weights)
 
 
 def load_models(folder: Path, device: torch.device, where: Callable[[StoredModel], bool] | None = None) -> list[StoredModel]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_std
-from assocmem.experiments.common import Training, accuracy_row, generator, keep_best_lr, specs_for, stack, train_grid
+from assocmem.experiments.common import TaskFields, Training, training, accuracy_row, generator, keep_best_lr, specs_for, stack, train_grid
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import attention_by_cluster, attention_by_token
 from assocmem.lca.model import ModelConfig
@@ -21,19 +21,12 @@ CLUSTER_BITS = {"cluster1": 1, "cluster2": 2}
 
 
 @dataclass(frozen=True)
-class AttentionStudy:
-    m: int  # latents (the paper: m = 8)
-    L: int  # context length
+class AttentionStudy(TaskFields):
+    lca: LCAConfig  # the task: m = 8 in the paper, neighbourhood cluster1 (Fig. 3c / C.7) or cluster2 (C.8)
     d: int  # embedding dimension
-    neighborhood: str  # cluster1 (Fig. 3c / C.7) or cluster2 (C.8)
-    omega: float = 0.5
-    beta: float = 1.0
     eval_samples: int = 8192  # fresh contexts for the attention maps
     eval_seed: int = 4321
-    training: Training = field(default_factory=Training)
-
-    def task(self) -> LCAConfig:
-        return LCAConfig(m=self.m, L=self.L, omega=self.omega, beta=self.beta, neighborhood=self.neighborhood)
+    training: Training = field(default_factory=training)
 
 
 def run_attention(s: AttentionStudy, ctx: Context) -> Result:
@@ -85,11 +78,12 @@ def plot_attention(result: Result, folder: Path) -> list[Path]:
 
 
 def _study(m: int, L: int, d: int, neighborhood: str, training: Training, eval_samples: int) -> AttentionStudy:
-    return AttentionStudy(m=m, L=L, d=d, neighborhood=neighborhood, eval_samples=eval_samples, training=training)
+    return AttentionStudy(LCAConfig(m=m, L=L, neighborhood=neighborhood), d=d, eval_samples=eval_samples,
+                          training=training)
 
 
-QUICK_TRAINING = Training(seeds=3, steps=1000, batch_size=128)
-FULL_TRAINING = Training(seeds=5, steps=4000, batch_size=256, lrs=(0.01, 0.001), warmup_steps=200, eval_samples=16384)
+QUICK_TRAINING = training(seeds=3, steps=1000, batch_size=128)
+FULL_TRAINING = training(seeds=5, steps=4000, batch_size=256, lrs=(0.01, 0.001), warmup_steps=200, eval_samples=16384)
 
 EXPERIMENTS = [
     Experiment("fig3c", "Attention heatmap, one-latent clusters", "Fig. 3(c), Fig. C.7, §5.4, §6.3",

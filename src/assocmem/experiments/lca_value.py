@@ -7,14 +7,14 @@ of the trained W_V (C.2), and principal angles between rank-m approximations (C.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_se, mean_std
-from assocmem.experiments.common import (Training, accuracy_row, generator, keep_best_lr, load_models,
+from assocmem.experiments.common import (TaskFields, Training, training, accuracy_row, generator, keep_best_lr, load_models,
                                          save_models, specs_for, stack, train_grid)
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import accuracy_with_value, evaluate_weights, smallest_principal_angle
@@ -29,23 +29,19 @@ ARMS = {"trained W_V": False, "W_V = I": True}  # arm -> freeze_value
 
 
 @dataclass(frozen=True)
-class ValueStudy:
+class ValueStudy(TaskFields):
     """Grid of Fig. 3(a) / C.1: every (L, d) trained twice, with W_V trained and with W_V = I."""
 
-    m: int  # latents; V = 2^m
+    lca: LCAConfig  # the task (neighbourhood all: Theorem 1's setting); its L is replaced by each of Ls
     Ls: tuple[int, ...]  # context lengths (paper: 64 and 128)
     ds: tuple[int, ...]  # embedding dimensions (one below and one above V)
-    omega: float = 0.5  # signal share of the context
-    beta: float = 1.0  # temperature of pi
-    neighborhood: str = "all"  # Theorem 1's setting
     # Further β at which the trained-W_V arm alone is trained (same L, d, seeds), for c2: Eq. 5.1 encodes only
     # D_H = 1, and a smaller β puts more of π's mass there. Kept apart from the figure's models (see SWEEP_DIR).
     construction_betas: tuple[float, ...] = ()
-    training: Training = field(default_factory=Training)
+    training: Training = field(default_factory=training)
 
     def task(self, L: int, beta: float | None = None) -> LCAConfig:
-        return LCAConfig(m=self.m, L=L, omega=self.omega, beta=self.beta if beta is None else beta,
-                         neighborhood=self.neighborhood)
+        return replace(self.lca, L=L, beta=self.lca.beta if beta is None else beta)
 
 
 @dataclass(frozen=True)
@@ -207,7 +203,8 @@ def judge_c2(table: list[dict]) -> Result:
             f"at β = {beta:g} and every (L, d): mean accuracy drop (trained − construction) < {C2_MAX_DROP} and "
             "construction − random-pairs > 2 SE over seeds",
             f"β = {beta:g}, {share:.0%} of π's mass at D_H = 1: " + "; ".join(numbers)))
-    return Result(rows=rows, claims=claims, tables={"c2": table}, data={"points": points})
+    shares = {f"{beta:g}": get("share of π's mass at D_H = 1", beta=beta)[0] for beta in {r["beta"] for r in table}}
+    return Result(rows=rows, claims=claims, tables={"c2": table}, data={"points": points, "shares": shares})
 
 
 def run_c2(p: Probe, ctx: Context) -> Result:
@@ -268,26 +265,27 @@ def plot_c3(result: Result, folder: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- entries
 
-QUICK = ValueStudy(m=5, Ls=(64, 128), ds=(16, 64), construction_betas=(2.0, 0.5),
-                   training=Training(seeds=5, steps=500, batch_size=128))
-FULL = ValueStudy(m=8, Ls=(64, 128), ds=(128, 512), construction_betas=(0.5, 0.25),
-                  training=Training(seeds=5, steps=4000, batch_size=256, lrs=(0.01, 0.001), warmup_steps=200,
+QUICK = ValueStudy(LCAConfig(m=5), Ls=(64, 128), ds=(16, 64), construction_betas=(2.0, 0.5),
+                   training=training(seeds=5, steps=500, batch_size=128))
+FULL = ValueStudy(LCAConfig(m=8), Ls=(64, 128), ds=(128, 512), construction_betas=(0.5, 0.25),
+                  training=training(seeds=5, steps=4000, batch_size=256, lrs=(0.01, 0.001), warmup_steps=200,
                                     eval_samples=16384))
 
 def explain_c2(result: dict) -> str:
     """Why the construction can fall short, in numbers: per β, the share of π's mass at D_H = 1 (all that Eq. 5.1
-    encodes) and the drop trained − construction per L (Theorem 1's bound falls with L)."""
-    acc = {(r["setting"], r["quantity"]): r["ours"] for r in result["rows"]}
-    share = {setting: v for (setting, q), v in acc.items() if q == "share of π's mass at D_H = 1"}
+    encodes) and the drop trained − construction per L (Theorem 1's bound falls with L). From the stored points."""
     parts = []
-    for beta_setting, mass in share.items():
-        by_L: dict[str, list[float]] = {}
-        for setting, quantity in acc:
-            if quantity == "accuracy, trained W_V" and setting.startswith(beta_setting + ","):
-                drop = acc[(setting, quantity)] - acc[(setting, "accuracy, Theorem 1 W_V")]
-                by_L.setdefault(setting.split(", ")[1], []).append(drop)
-        drops = ", ".join(f"{L}: {sum(v) / len(v):.3f}" for L, v in by_L.items())
-        parts.append(f"{beta_setting} ({mass:.0%} of π's mass at D_H = 1): drop {drops}")
+    points = result["data"]["points"]
+    shares = result["data"].get("shares", {})
+    for beta in sorted({p["beta"] for p in points}, reverse=True):
+        by_L: dict[int, list[float]] = {}
+        for p in (p for p in points if p["beta"] == beta):
+            drop = sum(a - b for a, b in zip(p["trained W_V"], p["Theorem 1 W_V"])) / len(p["trained W_V"])
+            by_L.setdefault(p["L"], []).append(drop)
+        drops = ", ".join(f"L={L}: {sum(v) / len(v):.3f}" for L, v in sorted(by_L.items()))
+        share = shares.get(f"{beta:g}")
+        parts.append(f"β={beta:g}" + (f" ({share:.0%} of π's mass at D_H = 1)" if share is not None else "")
+                     + f": drop {drops}")
     return ("mean drop (trained − construction, over d) — " + "; ".join(parts) + ". Eq. 5.1 encodes only the tokens "
             "at Hamming distance 1, so it uses only that share of the signal, and Theorem 1 bounds its error by a term "
             "that falls with L: the trained W_V, which also uses the farther tokens, is ahead where that share is "

@@ -18,7 +18,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -88,16 +88,19 @@ class Context:
     shared: dict[str, Any] = field(default_factory=dict)  # per-process cache (a loaded LLM, ...)
 
 
+S = TypeVar("S")  # an experiment's settings dataclass
+
+
 @dataclass(frozen=True)
-class Experiment:
+class Experiment(Generic[S]):
     """One declarative entry: everything `reproduce` needs to run, cache, draw and report it."""
 
     id: str  # e.g. "fig3a"
     title: str
     paper: str  # where the paper shows it, e.g. "Fig. 3(a), Fig. C.1, §6.1"
-    quick: Any  # settings dataclass for the quick profile (≤ 20 min for everything on 2 CPU cores)
-    full: Any  # settings dataclass for the full profile (paper-like sizes, one GPU)
-    run: Callable[[Any, Context], Result]
+    quick: S  # settings dataclass for the quick profile (minutes for everything on 2 CPU cores)
+    full: S  # the same dataclass for the full profile (paper-like sizes, one GPU)
+    run: Callable[[S, Context], Result]
     plot: Callable[[Result, Path], list[Path]]  # draws PNGs into the folder, returns their paths
     claims: tuple[str, ...] = ()  # ids of the claims it tests
     aliases: tuple[str, ...] = ()  # other names, e.g. the appendix figure ("c1" for fig3a)
@@ -111,7 +114,7 @@ class Experiment:
     # claim's verdict (e.g. a smaller m); the report prints it beside the verdict of a quick-profile result.
     quick_differs: dict[str, str] = field(default_factory=dict)
 
-    def settings(self, profile: str) -> Any:
+    def settings(self, profile: str) -> S:
         if profile not in PROFILES:
             raise ConfigError(f"--profile={profile!r} is invalid: allowed one of {', '.join(PROFILES)}")
         chosen = getattr(self, profile)

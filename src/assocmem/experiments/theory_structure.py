@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_se, mean_std
-from assocmem.experiments.common import Training, accuracy_row, keep_best_lr, specs_for, train_grid
+from assocmem.experiments.common import training, accuracy_row, keep_best_lr, specs_for, train_grid
 from assocmem.experiments.lca_embedding import R2_MIN, TaskGrid, plot_geometry
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import fit_eq52, inner_product_by_hamming, line_r2, numerical_rank, singular_values
@@ -36,8 +36,6 @@ Table = list[dict[str, Any]]
 @dataclass(frozen=True)
 class IdentityValueStudy(TaskGrid):
     """Theorem 3's setting: W_V = I trained, ω = 1, 𝒩 = all (c6 reads fig3b's models at ω = 0.5)."""
-
-    omega: float = 1.0
 
 
 def theorem3_table(s: IdentityValueStudy, ctx: Context) -> Table:
@@ -322,9 +320,9 @@ def plot_lemma6(result: Result, folder: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- entries
 
-THM3_QUICK = IdentityValueStudy(m=8, L=64, ds=(32,), training=Training(seeds=3, steps=1500, batch_size=128))
-THM3_FULL = IdentityValueStudy(m=8, L=64, ds=(32, 128),
-                               training=Training(seeds=5, steps=4000, batch_size=256, lrs=(0.01, 0.001),
+THM3_QUICK = IdentityValueStudy(LCAConfig(m=8, L=64, omega=1.0), ds=(32,), training=training(seeds=3, steps=1500, batch_size=128))
+THM3_FULL = IdentityValueStudy(LCAConfig(m=8, L=64, omega=1.0), ds=(32, 128),
+                               training=training(seeds=5, steps=4000, batch_size=256, lrs=(0.01, 0.001),
                                                  warmup_steps=200, eval_samples=16384))
 RANK = RankStudy(ms=(3, 4, 5, 6, 7, 8))
 LEMMA6_QUICK = GradientStudy(m=5, L=32, d=16, instances=64)
