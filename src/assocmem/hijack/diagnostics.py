@@ -304,7 +304,7 @@ def logit_lens(lm, prompts: Sequence[str], target_true_ids: Sequence[int], targe
 def eigengap(s, top_k: int = 64) -> tuple[int, float]:
     """(k, σ_k / σ_{k+1}) for the largest consecutive ratio among the top `top_k` singular values:
     k values sit above the gap (Lemma 5 predicts about m + 2 for the synthetic embedding)."""
-    s = torch.as_tensor(np.asarray(s, dtype=np.float64))
+    s = torch.tensor(np.array(s, dtype=np.float64))
     if len(s) < 2:
         return len(s), float("nan")
     k, ratio = linalg.eigengap(s, top_k)
