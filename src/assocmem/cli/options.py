@@ -26,6 +26,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from assocmem.config import from_flat, leaves
+from assocmem.errors import ConfigError
 
 
 def join_multi_values(args: list[str], options: Sequence[str], stop: set[str] = frozenset()) -> list[str]:
@@ -101,10 +102,15 @@ def _default(cls: type, path: tuple[str, ...]) -> Any:
     """The default of the leaf at `path`: from each level's field default (a nested config's default
     instance gives its own leaves' defaults, e.g. diagnose's records = 200)."""
     f = next(f for f in dataclasses.fields(cls) if f.name == path[0])
-    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if f.default_factory is dataclasses.MISSING:
+        return None if f.default is dataclasses.MISSING else f.default
+    try:
+        value = f.default_factory()
+    except ConfigError:   # e.g. the bundled model is not installed: the nested class's own field defaults
+        return _default(typing.get_type_hints(cls)[f.name], path[1:])
     for name in path[1:]:
         value = getattr(value, name)
-    return None if value is dataclasses.MISSING else value
+    return value
 
 
 @functools.cache

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from assocmem.models.anatomy import find_parts
-from assocmem.models.packed_forward import (SLIDING, _mask_edit_hooks, attention_backend, attention_implementation,
+from assocmem.models.packed_forward import (SLIDING, cache_argument, _mask_edit_hooks, attention_backend, attention_implementation,
                                             mask_plan, rows_to_device)
 from assocmem.models.packing import Rows, allowed_from_arrays
 
@@ -184,7 +184,7 @@ def forward_extension(lm, rows: Rows, cache, ext: ExtensionRows, *,
         with attention_implementation(model, backend):
             mask = extension_mask(model, past, new, backend, dtype)
             out = model.base_model(input_ids=new["input_ids"], attention_mask=mask, position_ids=new["position_ids"],
-                                   cache=cache, use_cache=True)
+                                   use_cache=True, **{cache_argument(model): cache})
     finally:
         for h in handles:
             h.remove()

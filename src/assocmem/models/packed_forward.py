@@ -180,7 +180,7 @@ def forward_rows(lm, rows: Rows, read_rows: np.ndarray, read_cols: np.ndarray, *
     if keep_cache:
         from transformers import DynamicCache
 
-        cache_kw = {"cache": DynamicCache(), "use_cache": True}   # no config: full (not windowed) layers
+        cache_kw = {cache_argument(model): DynamicCache(), "use_cache": True}   # no config: full (not windowed) layers
     dtype = model.get_input_embeddings().weight.dtype
     try:
         with attention_implementation(model, backend):
@@ -192,7 +192,7 @@ def forward_rows(lm, rows: Rows, read_rows: np.ndarray, read_cols: np.ndarray, *
             h.remove()
     hidden = out[0]
     picked = hidden[rr.to(hidden.device), rc.to(hidden.device)]
-    result = Forwarded(hidden=picked, captured=kept if capture else None, cache=cache_kw.get("cache"))
+    result = Forwarded(hidden=picked, captured=kept if capture else None, cache=cache_kw.get(cache_argument(model)))
     if resid:
         result.resid = torch.stack([c.to(device) for c in captured[: len(parts.blocks) + 1]], dim=1)
     if attention:
@@ -200,6 +200,15 @@ def forward_rows(lm, rows: Rows, read_rows: np.ndarray, read_cols: np.ndarray, *
             raise ConfigError(f"diagnostics: {type(model).__name__} returns no attention weights")
         result.attention = [a[rr.to(a.device), :, rc.to(a.device)].float() for a in out.attentions]
     return result
+
+
+def cache_argument(model) -> str:
+    """The name under which the model's body takes a KV cache: `cache` (transformers >= 5.2x) or
+    `past_key_values` (earlier): passing the other one would be silently ignored."""
+    import inspect
+
+    params = inspect.signature(model.base_model.forward).parameters
+    return "past_key_values" if "past_key_values" in params and "cache" not in params else "cache"
 
 
 def _mask_edit_hooks(blocks, edit: Callable[[int, object], object]) -> list:

@@ -198,7 +198,7 @@ def allowed_from_arrays(xp, segment, branch, trunk_end, position_ids, window: in
     trunk token at or before the query's last visible trunk column, or a token of the query's own
     branch at or before the query; with `window`, the key's position is within the window."""
     T = segment.shape[-1]
-    col = xp.arange(T)
+    col = xp.arange(T, device=segment.device) if xp.__name__ == "torch" else xp.arange(T)
     same = segment[:, :, None] == segment[:, None, :]
     key_trunk = (branch[:, None, :] == 0) & (col[None, None, :] <= trunk_end[:, :, None])
     own = (branch[:, :, None] == branch[:, None, :]) & (branch[:, :, None] != 0) & (col[None, None, :] <= col[None, :, None])
