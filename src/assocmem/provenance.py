@@ -91,6 +91,15 @@ def model_fingerprint(spec: str) -> dict[str, Any]:
     return out
 
 
+def tokenizer_fingerprint(lm) -> str | None:
+    """sha256 of the loaded tokenizer's own serialisation: the same weights can come with another
+    tokenizer (e.g. another transformers version's GGUF conversion), and the targets' tokens with it."""
+    backend = getattr(lm.tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()
+
+
 def hub_commit(lm) -> str | None:
     """The hub revision a loaded model came from (transformers records it on the config)."""
     return getattr(lm.model.config, "_commit_hash", None)
@@ -113,8 +122,9 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         changes.append(f"the CounterFact file (sha256 {str(oc.get('sha256'))[:12]}… then, "
                        f"{str(nc.get('sha256'))[:12]}… now, {nc.get('path')})")
     om, nm = old.get("model", {}), new.get("model", {})
-    for key in ("kind", "sha256", "commit"):
-        if key in om or key in nm:
+    for key in ("kind", "sha256", "commit", "tokenizer"):
+        loaded_only = key in ("commit", "tokenizer")   # known once the model is loaded: compared when both are
+        if (key in om and key in nm) if loaded_only else (key in om or key in nm):
             if om.get(key) != nm.get(key):
                 changes.append(f"the model's {key} ({str(om.get(key))[:16]} then, {str(nm.get(key))[:16]} now)")
     if old.get("assocmem") != new.get("assocmem"):

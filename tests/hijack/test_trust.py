@@ -181,3 +181,26 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(tmp_p
         assert not (out / "rows.parquet").exists()                  # it really was interrupted
         subprocess.run(args + ["--out", str(out)], env=env, check=True, capture_output=True)
         pd.testing.assert_frame_equal(_rows(out), whole)
+
+
+def test_a_resume_with_another_tokenizer_is_refused(tmp_path, tiny_lms):
+    """The same weights with another tokenizer score other tokens (seen on a GPU machine whose
+    transformers converted the bundled Gemma's GGUF with a different tokenizer): refused."""
+    from assocmem.models.llm import tiny_random_lm
+
+    model_dir = tmp_path / "model"
+    lm = tiny_lms["llama"]
+    lm.model.save_pretrained(model_dir)
+    lm.tokenizer.save_pretrained(model_dir)
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf, model=str(model_dir)), tmp_path / "run", progress=False, plot=False)
+    prints = json.loads((tmp_path / "run" / "config.json").read_text())["fingerprints"]
+    assert len(prints["model"]["tokenizer"]) == 64
+    other = tiny_random_lm("gpt2")                    # another tokenizer, same weights file
+    other.tokenizer.save_pretrained(model_dir)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["fingerprints"]["model"]["sha256"] = __import__("assocmem.provenance", fromlist=["x"]).model_fingerprint(
+        str(model_dir))["sha256"]                     # only the tokenizer is to differ
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="with tokenizer .* now .*: the same weights would score other tokens"):
+        run_hijack(_config(cf, model=str(model_dir)), tmp_path / "run", progress=False, plot=False)

@@ -141,7 +141,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     if lm is None:
         lm = config.lm.load(device=D.device_for_rank(config.lm.device, ctx))
     if ctx.is_main:
-        error = _check_hub_commit(out, prints, lm)
+        error = _check_loaded(out, prints, lm)
     error = D.broadcast_object(ctx, error if ctx.is_main else None)
     if error:
         raise ConfigError(error)
@@ -368,25 +368,29 @@ def _prepare_out_dir(config: HijackConfig, out: Path) -> tuple[str | None, dict 
         if changed:
             return (f"--out={str(out)!r} holds a run computed from a different {'; '.join(changed)}: "
                     "resuming would mix rows of both; use a new --out, or restore what changed"), prints
-        if old_prints and "commit" in old_prints["model"]:  # a hub model's revision, known once loaded
-            prints["model"]["commit"] = old_prints["model"]["commit"]
+        for key in ("commit", "tokenizer"):   # known once loaded: checked then (_check_loaded)
+            if old_prints and key in old_prints["model"]:
+                prints["model"][key] = old_prints["model"][key]
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, {**to_dict(config), "fingerprints": prints})
     return None, prints
 
 
-def _check_hub_commit(out: Path, prints: dict, lm) -> str | None:
-    """A hub model's revision is known once loaded: record it, or refuse a resume on another one."""
-    from assocmem.provenance import hub_commit
+def _check_loaded(out: Path, prints: dict, lm) -> str | None:
+    """What is known once the model is loaded: a hub model's revision and the tokenizer. Record them,
+    or refuse a resume on another one."""
+    from assocmem.provenance import hub_commit, tokenizer_fingerprint
 
-    if prints["model"]["kind"] != "hub":
-        return None
-    commit = hub_commit(lm)
-    recorded = prints["model"].get("commit")
-    if recorded and commit and recorded != commit:
-        return (f"--out={str(out)!r} holds a run of {prints['model']['spec']} at commit {recorded[:12]}, "
-                f"now {commit[:12]}: use a new --out, or pin the model to that commit")
-    prints["model"]["commit"] = commit
+    now = {"tokenizer": tokenizer_fingerprint(lm)}
+    if prints["model"]["kind"] == "hub":
+        now["commit"] = hub_commit(lm)
+    for key, value in now.items():
+        recorded = prints["model"].get(key)
+        if recorded and value and recorded != value:
+            return (f"--out={str(out)!r} holds a run of {prints['model']['spec']} with {key} {recorded[:12]}, "
+                    f"now {value[:12]}: the same weights would score other tokens; use a new --out"
+                    + (", or pin the model to that commit" if key == "commit" else ""))
+        prints["model"][key] = value
     config = read_json(out / "config.json")
     write_json(out / "config.json", {**config, "fingerprints": prints})
     return None

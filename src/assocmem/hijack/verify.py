@@ -102,6 +102,13 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
     if (config.lm.model, dtype) not in models:
         models[(config.lm.model, dtype)] = load_causal_lm(config.lm.model, device=device, dtype=dtype)
     lm = models[(config.lm.model, dtype)]
+    from assocmem.provenance import tokenizer_fingerprint
+
+    recorded_tok = (recorded or {}).get("model", {}).get("tokenizer")
+    if recorded_tok and recorded_tok != tokenizer_fingerprint(lm):
+        raise ConfigError(f"{folder} was scored with another tokenizer ({recorded_tok[:12]}…) than {lm.name} has here "
+                          f"({tokenizer_fingerprint(lm)[:12]}…), e.g. another transformers version's GGUF conversion: "
+                          "its rows cannot be re-checked with this one")
     records = {r.case_id: r for r in load_counterfact(path, skip_bad=True).records}
     picked = rows.sample(n=min(sample, len(rows)), random_state=np.random.RandomState(seed)).sort_index()
     items = []
