@@ -204,3 +204,19 @@ def test_a_resume_with_another_tokenizer_is_refused(tmp_path, tiny_lms):
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="with tokenizer .* now .*: the same weights would score other tokens"):
         run_hijack(_config(cf, model=str(model_dir)), tmp_path / "run", progress=False, plot=False)
+
+
+def test_verify_reads_a_folder_older_than_fingerprints(tmp_path):
+    """A run folder written before this version (flat config.json, no fingerprints, no dtype in the
+    summary) is re-checked against the files its config names, and says so."""
+    from assocmem.hijack.run import flat_dict_of
+
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+    config = flat_dict_of(json.loads((tmp_path / "run" / "config.json").read_text()))
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "batch_size": 32, "dtype": "float32"}))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    summary["placement"].pop("dtype")
+    (tmp_path / "run" / "summary.json").write_text(json.dumps(summary))
+    report = verify_run(tmp_path / "run", sample=10, device="cpu")
+    assert report["same_decisions"] == 10 and report["fingerprints"].startswith("not recorded")

@@ -97,7 +97,7 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
             raise ConfigError(f"{folder} was computed from a different {'; '.join(changed)}: "
                               "pass the file and model it was computed from")
     summary = _read_summary(folder)
-    dtype = summary.get("placement", {}).get("dtype") or config.dtype
+    dtype = summary.get("placement", {}).get("dtype") or config.lm.dtype
     models = {} if models is None else models
     if (config.lm.model, dtype) not in models:
         models[(config.lm.model, dtype)] = load_causal_lm(config.lm.model, device=device, dtype=dtype)
