@@ -21,14 +21,18 @@ def cpu_name() -> str:
 
 
 def append_row(section: str, intro: str, header: str, row: str, results: Path = RESULTS) -> None:
-    """Put `row` at the end of `section` (a '## ...' line) of RESULTS.md; a missing section is created
-    with `intro` and the table `header` (which ends with its separator line)."""
+    """Put `row` after the last table line of `section` (a '## ...' line) of RESULTS.md, so notes
+    written under a table stay below it; a missing section is created with `intro` and the table
+    `header` (which ends with its separator line)."""
     text = results.read_text() if results.exists() else "# Benchmarks\n"
     if section not in text:
         text = text.rstrip("\n") + f"\n\n{section}\n\n{intro}\n\n{header.rstrip(chr(10))}\n"
     start = text.index(section)
     following = text.find("\n## ", start + len(section))
     end = len(text) if following == -1 else following
-    body = text[start:end].rstrip("\n") + "\n" + row + "\n"
+    lines = text[start:end].rstrip("\n").split("\n")
+    table_lines = [i for i, line in enumerate(lines) if line.startswith("|")]
+    at = table_lines[-1] + 1 if table_lines else len(lines)
+    body = "\n".join(lines[:at] + [row] + lines[at:]) + "\n"
     rest = text[end:].lstrip("\n")
     results.write_text(text[:start] + body + ("\n" + rest if rest else ""))

@@ -157,8 +157,8 @@ def main() -> None:
         where = res["gpu"] or f"{cpu_name()} ({torch.get_num_threads()} threads)"
         cells = [res["date"], where, lm.name, args.dtype, str(n_items), f"{stats.as_dict()['token_saving']:.2f}×"]
         cells += [f"{rate[m]:.0f}" if m in rate else "—" for m in ("new", "old", "plain")]
-        cells += [f"{res.get('new_over_old', float('nan')):.2f}×", f"{res.get('new_over_plain', float('nan')):.2f}×",
-                  f"{res.get('full_study_projected_s', float('nan')):.0f} s",
+        cells += [f"{res[k]:.2f}×" if k in res else "—" for k in ("new_over_old", "new_over_plain")]
+        cells += [f"{res['full_study_projected_s']:.0f} s" if "full_study_projected_s" in res else "—",
                   "; ".join(f"{k.removeprefix('same_decisions_')}: {v}" for k, v in res.items() if k.startswith("same_"))]
         append_row("## Hijacking: shared-prefix packed engine (issue 13)",
                    "`benchmarks/bench_hijack_engine.py` (command in each row's JSON); prompts/s = (record, scheme, n) "
