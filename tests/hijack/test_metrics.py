@@ -1,9 +1,13 @@
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binomtest
 
-from assocmem.hijack.metrics import decide, directions, rates, wilson_interval
+from assocmem.hijack.metrics import decide, directions, rates, wilson_interval, wilson_intervals
 
 
 def test_wilson_matches_known_values():
@@ -14,6 +18,17 @@ def test_wilson_matches_known_values():
     lo, hi = wilson_interval(10, 10)
     assert hi == pytest.approx(1.0) and lo == pytest.approx(0.7225, abs=1e-4)
     assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))),
+       st.sampled_from([0.8, 0.9, 0.95, 0.99]))
+def test_vectorised_wilson_is_scipys(kn, confidence):
+    k, n = kn
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    lo, hi = wilson_intervals(np.array([k, 0]), np.array([n, 0]), confidence)
+    assert lo[0] == pytest.approx(ci.low, abs=1e-12) and hi[0] == pytest.approx(ci.high, abs=1e-12)
+    assert np.isnan(lo[1]) and np.isnan(hi[1])
 
 
 def _rows():

@@ -9,22 +9,40 @@ targets starting with the same token in first-token mode, is a tie and counts in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 SHARES = ("hijacked", "true_preferred")
 
 
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (scipy's); (nan, nan) when n = 0."""
-    from scipy.stats import binomtest
+def wilson_intervals(k, n, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score intervals (Newcombe 1998, method 3; the rule of scipy's
+    `binomtest(k, n).proportion_ci(method="wilson")`) for arrays of k successes in n trials; nan where n = 0.
 
-    if n == 0:
-        return math.nan, math.nan
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
+    Vectorised because scipy's is one interval per call (~1 ms): the full hijacking sample needs
+    thousands (relation × scheme × n per model). tests/hijack/test_metrics.py checks it against scipy.
+    """
+    from scipy.special import ndtri
+
+    k, n = np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    z = float(ndtri(0.5 + 0.5 * confidence))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 2 * (n + z**2)
+        center = (2 * n * p + z**2) / denom
+        delta = z / denom * np.sqrt(4 * n * p * (1 - p) + z**2)
+        lo = np.where(k == 0, 0.0, center - delta)
+        hi = np.where(k == n, 1.0, center + delta)
+    empty = n == 0
+    return np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials; (nan, nan) when n = 0."""
+    lo, hi = wilson_intervals(k, n, confidence)
+    return float(lo), float(hi)
 
 
 def decide(logp_true, logp_false):
@@ -35,21 +53,18 @@ def decide(logp_true, logp_false):
 def rates(rows: pd.DataFrame, by: Sequence[str] = ("scheme", "n")) -> pd.DataFrame:
     """One line per group: records, counts, shares and their 95% CIs (columns <share>_share/_lo/_hi)."""
     by = list(by)
-    out = []
-    for key, grp in rows.groupby(by, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        line = dict(zip(by, key))
-        total = len(grp)
-        line["records"] = total
-        for share in SHARES:
-            k = int(grp[share].sum())
-            lo, hi = wilson_interval(k, total)
-            line[share] = k
-            line[f"{share}_share"] = k / total if total else math.nan
-            line[f"{share}_lo"], line[f"{share}_hi"] = lo, hi
-        line["ties"] = int(total - grp["hijacked"].sum() - grp["true_preferred"].sum())
-        out.append(line)
-    return pd.DataFrame(out)
+    if rows.empty:
+        return pd.DataFrame(columns=[*by, "records", *(f"{s}{x}" for s in SHARES for x in ("", "_share", "_lo", "_hi")), "ties"])
+    grouped = rows.groupby(by, sort=True)
+    out = grouped.size().rename("records").to_frame()
+    total = out["records"].to_numpy()
+    for share in SHARES:
+        k = grouped[share].sum().astype("int64").to_numpy()
+        out[share] = k
+        out[f"{share}_share"] = k / total
+        out[f"{share}_lo"], out[f"{share}_hi"] = wilson_intervals(k, total)
+    out["ties"] = total - out["hijacked"] - out["true_preferred"]
+    return out.reset_index()
 
 
 def directions(table: pd.DataFrame) -> dict[str, dict]:

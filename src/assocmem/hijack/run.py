@@ -168,8 +168,8 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         # Counts forwards of this rank; the total is corrected per chunk once its plan is deduplicated.
         todo = sum(len(items_by_chunk[c]) for c in pending) // ctx.world_size
         bar = tqdm(total=todo, desc=f"hijack {lm.name}", unit="forward")
-    for c in pending:
-        rows, stats = _score_chunk(lm, items_by_chunk[c], config, ctx, bar)
+    for c, plan in _plans_ahead(lm.tokenizer, [items_by_chunk[c] for c in pending], config.scoring.planning_mode, pending):
+        rows, stats = _score_chunk(lm, items_by_chunk[c], plan, config, ctx, bar)
         if ctx.is_main:  # the stats first: the parquet marks the chunk as done
             write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
             write_parquet(_chunk_path(chunk_dir, c), rows)
@@ -221,11 +221,24 @@ def _engine_stats(chunk_dir: Path, n_chunks: int) -> dict:
     return total.as_dict()
 
 
-def _score_chunk(lm, items: list[WorkItem], config: HijackConfig, ctx: D.DistContext,
+def _plans_ahead(tokenizer, chunks: list[list[WorkItem]], mode: str, ids: list[int]):
+    """(id, plan) per chunk, the next chunk's plan made in a worker thread while the caller scores this
+    one: tokenising is most of a GPU run's CPU time and the tokenizers library releases the GIL, so
+    the GPU does not wait for it. Only the worker touches the tokenizer while it plans."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as pool:
+        ahead = pool.submit(plan_items, tokenizer, chunks[0], mode) if chunks else None
+        for i, c in enumerate(ids):
+            plan = ahead.result()
+            ahead = pool.submit(plan_items, tokenizer, chunks[i + 1], mode) if i + 1 < len(chunks) else None
+            yield c, plan
+
+
+def _score_chunk(lm, items: list[WorkItem], plan, config: HijackConfig, ctx: D.DistContext,
                  bar=None) -> tuple[pd.DataFrame | None, PackingStats]:
-    """Score one chunk (this rank's share); on rank 0 return its rows and every rank's packing counts
-    summed, elsewhere (None, this rank's counts)."""
-    plan = plan_items(lm.tokenizer, items, config.scoring.planning_mode)
+    """Score one chunk (this rank's share) from its plan; on rank 0 return its rows and every rank's
+    packing counts summed, elsewhere (None, this rank's counts)."""
     if bar is not None:
         bar.total += len(range(ctx.rank, len(plan.requests), ctx.world_size)) - len(items) // ctx.world_size
         bar.refresh()

@@ -129,9 +129,12 @@ def encode_pairs(tokenizer, contexts: Sequence[str], continuations: Sequence[str
             context = context[:-n_spaces]
         ctxs.append(context)
         wholes.append(context + continuation)
-    ctx_ids = tokenizer(ctxs, add_special_tokens=False)["input_ids"]
+    # Each distinct context once: a prompt is scored against two targets (and repeats across callers),
+    # and tokenising is most of the CPU time of a GPU run.
+    distinct = list(dict.fromkeys(ctxs))
+    ids_of = dict(zip(distinct, tokenizer(distinct, add_special_tokens=False)["input_ids"]))
     whole_ids = tokenizer(wholes, add_special_tokens=False)["input_ids"]
-    return [(list(c), list(w[len(c):])) for c, w in zip(ctx_ids, whole_ids)]
+    return [(list(ids_of[c]), list(w[len(ids_of[c]):])) for c, w in zip(ctxs, whole_ids)]
 
 
 def plan_requests(tokenizer, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
