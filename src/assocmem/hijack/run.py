@@ -168,7 +168,9 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         # Counts forwards of this rank; the total is corrected per chunk once its plan is deduplicated.
         todo = sum(len(items_by_chunk[c]) for c in pending) // ctx.world_size
         bar = tqdm(total=todo, desc=f"hijack {lm.name}", unit="forward")
-    for c, plan in _plans_ahead(lm.tokenizer, [items_by_chunk[c] for c in pending], config.scoring.planning_mode, pending):
+    ahead = lm.device.type != "cpu"   # on the CPU the forward has every core already: planning beside it only contends
+    for c, plan in _plans_ahead(lm.tokenizer, [items_by_chunk[c] for c in pending], config.scoring.planning_mode,
+                                pending, ahead):
         rows, stats = _score_chunk(lm, items_by_chunk[c], plan, config, ctx, bar)
         if ctx.is_main:  # the stats first: the parquet marks the chunk as done
             write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
@@ -221,12 +223,16 @@ def _engine_stats(chunk_dir: Path, n_chunks: int) -> dict:
     return total.as_dict()
 
 
-def _plans_ahead(tokenizer, chunks: list[list[WorkItem]], mode: str, ids: list[int]):
-    """(id, plan) per chunk, the next chunk's plan made in a worker thread while the caller scores this
-    one: tokenising is most of a GPU run's CPU time and the tokenizers library releases the GIL, so
-    the GPU does not wait for it. Only the worker touches the tokenizer while it plans."""
+def _plans_ahead(tokenizer, chunks: list[list[WorkItem]], mode: str, ids: list[int], ahead: bool = True):
+    """(id, plan) per chunk; with `ahead`, the next chunk's plan is made in a worker thread while the
+    caller scores this one: tokenising is most of a GPU run's CPU time and the tokenizers library
+    releases the GIL, so the GPU does not wait for it. Only the worker touches the tokenizer while it plans."""
     from concurrent.futures import ThreadPoolExecutor
 
+    if not ahead:
+        for c, items in zip(ids, chunks):
+            yield c, plan_items(tokenizer, items, mode)
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as pool:
         ahead = pool.submit(plan_items, tokenizer, chunks[0], mode) if chunks else None
         for i, c in enumerate(ids):
