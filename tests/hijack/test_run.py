@@ -143,3 +143,19 @@ def test_rows_carry_the_exact_prompt_and_extra_modes_from_one_forward(tmp_path):
         assert (abs(sample[f"logp_false{suffix}"].to_numpy() - f.numpy()) < 1e-5).all()
     with pytest.raises(ConfigError, match="--extra-modes"):
         _config(extra_modes=("first-token",))
+
+
+def test_planning_ahead_in_a_thread_gives_the_same_rows(tmp_path, tiny_lms, monkeypatch):
+    """A GPU run plans the next chunk in a worker thread; on the CPU it plans inline. Same rows either way."""
+    run_hijack(_config(), tmp_path / "inline", progress=False, plot=False)
+    plans_ahead, seen = run_mod._plans_ahead, []
+
+    def always_ahead(*args, **kw):
+        seen.append(1)
+        return plans_ahead(*args[:4], True)
+
+    monkeypatch.setattr(run_mod, "_plans_ahead", always_ahead)
+    run_hijack(_config(), tmp_path / "ahead", progress=False, plot=False)
+    assert seen
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "inline" / "rows.parquet"),
+                                  pd.read_parquet(tmp_path / "ahead" / "rows.parquet"))
