@@ -66,15 +66,21 @@ def test_a_resume_on_a_changed_counterfact_file_is_refused(tmp_path):
         run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
 
 
-def test_a_resume_on_a_changed_model_is_refused(tmp_path, tiny_lms):
-    from assocmem.models.llm import tiny_random_lm
-
+def _run_on_a_saved_model(tmp_path, tiny_lms):
+    """A finished run of the tiny llama saved as a local model folder: (that folder, the CounterFact copy)."""
     model_dir = tmp_path / "model"
     lm = tiny_lms["llama"]
     lm.model.save_pretrained(model_dir)
     lm.tokenizer.save_pretrained(model_dir)
     cf = _copy_fixture(tmp_path)
     run_hijack(_config(cf, model=str(model_dir)), tmp_path / "run", progress=False, plot=False)
+    return model_dir, cf
+
+
+def test_a_resume_on_a_changed_model_is_refused(tmp_path, tiny_lms):
+    from assocmem.models.llm import tiny_random_lm
+
+    model_dir, cf = _run_on_a_saved_model(tmp_path, tiny_lms)
     other = tiny_random_lm("llama", seed=1)
     other.model.save_pretrained(model_dir)                            # same folder, new weights
     with pytest.raises(ConfigError, match="different the model's sha256"):
@@ -188,12 +194,7 @@ def test_a_resume_with_another_tokenizer_is_refused(tmp_path, tiny_lms):
     transformers converted the bundled Gemma's GGUF with a different tokenizer): refused."""
     from assocmem.models.llm import tiny_random_lm
 
-    model_dir = tmp_path / "model"
-    lm = tiny_lms["llama"]
-    lm.model.save_pretrained(model_dir)
-    lm.tokenizer.save_pretrained(model_dir)
-    cf = _copy_fixture(tmp_path)
-    run_hijack(_config(cf, model=str(model_dir)), tmp_path / "run", progress=False, plot=False)
+    model_dir, cf = _run_on_a_saved_model(tmp_path, tiny_lms)
     prints = json.loads((tmp_path / "run" / "config.json").read_text())["fingerprints"]
     assert len(prints["model"]["tokenizer"]) == 64
     other = tiny_random_lm("gpt2")                    # another tokenizer, same weights file
