@@ -234,10 +234,10 @@ def _plans_ahead(tokenizer, chunks: list[list[WorkItem]], mode: str, ids: list[i
             yield c, plan_items(tokenizer, items, mode)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as pool:
-        ahead = pool.submit(plan_items, tokenizer, chunks[0], mode) if chunks else None
+        coming = pool.submit(plan_items, tokenizer, chunks[0], mode) if chunks else None
         for i, c in enumerate(ids):
-            plan = ahead.result()
-            ahead = pool.submit(plan_items, tokenizer, chunks[i + 1], mode) if i + 1 < len(chunks) else None
+            plan = coming.result()
+            coming = pool.submit(plan_items, tokenizer, chunks[i + 1], mode) if i + 1 < len(chunks) else None
             yield c, plan
 
 
