@@ -57,9 +57,8 @@ def worker(args) -> dict:
     scoring.forward_rows, scoring.token_logprobs = stub_forward, stub_logprobs
     import assocmem.hijack.run as run_mod
 
-    if hasattr(run_mod, "_plans_ahead"):   # plan ahead as on a GPU (a CPU run plans inline: the forward has the cores)
-        plans_ahead = run_mod._plans_ahead
-        run_mod._plans_ahead = lambda *a, **k: plans_ahead(*a[:4], True)
+    if hasattr(run_mod, "_plan_in_background"):   # plan ahead as on a GPU (a CPU run plans inline)
+        run_mod._plan_in_background = lambda lm: True
     config = HijackConfig(lm=ModelSpec(model=args.model, device="cpu"),
                           data=CounterFactSelection(counterfact=args.counterfact, per_relation=args.per_relation, skip_bad=True),
                           scoring=ScoringConfig(extra_modes=("mean-target",)), schemes=SCHEMES, max_n=args.max_n,

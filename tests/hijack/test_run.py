@@ -148,13 +148,13 @@ def test_rows_carry_the_exact_prompt_and_extra_modes_from_one_forward(tmp_path):
 def test_planning_ahead_in_a_thread_gives_the_same_rows(tmp_path, tiny_lms, monkeypatch):
     """A GPU run plans the next chunk in a worker thread; on the CPU it plans inline. Same rows either way."""
     run_hijack(_config(), tmp_path / "inline", progress=False, plot=False)
-    plans_ahead, seen = run_mod._plans_ahead, []
+    seen = []
 
-    def always_ahead(*args, **kw):
+    def always_ahead(lm):
         seen.append(1)
-        return plans_ahead(*args[:4], True)
+        return True
 
-    monkeypatch.setattr(run_mod, "_plans_ahead", always_ahead)
+    monkeypatch.setattr(run_mod, "_plan_in_background", always_ahead)
     run_hijack(_config(), tmp_path / "ahead", progress=False, plot=False)
     assert seen
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "inline" / "rows.parquet"),

@@ -168,9 +168,8 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         # Counts forwards of this rank; the total is corrected per chunk once its plan is deduplicated.
         todo = sum(len(items_by_chunk[c]) for c in pending) // ctx.world_size
         bar = tqdm(total=todo, desc=f"hijack {lm.name}", unit="forward")
-    ahead = lm.device.type != "cpu"   # on the CPU the forward has every core already: planning beside it only contends
-    for c, plan in _plans_ahead(lm.tokenizer, [items_by_chunk[c] for c in pending], config.scoring.planning_mode,
-                                pending, ahead):
+    for c, plan in _chunk_plans(lm.tokenizer, items_by_chunk, pending, config.scoring.planning_mode,
+                                _plan_in_background(lm)):
         rows, stats = _score_chunk(lm, items_by_chunk[c], plan, config, ctx, bar)
         if ctx.is_main:  # the stats first: the parquet marks the chunk as done
             write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
@@ -223,21 +222,28 @@ def _engine_stats(chunk_dir: Path, n_chunks: int) -> dict:
     return total.as_dict()
 
 
-def _plans_ahead(tokenizer, chunks: list[list[WorkItem]], mode: str, ids: list[int], ahead: bool = True):
-    """(id, plan) per chunk; with `ahead`, the next chunk's plan is made in a worker thread while the
-    caller scores this one: tokenising is most of a GPU run's CPU time and the tokenizers library
-    releases the GIL, so the GPU does not wait for it. Only the worker touches the tokenizer while it plans."""
+def _plan_in_background(lm) -> bool:
+    """Plan the next chunk beside the forwards only with the model on a GPU: on the CPU the forward has
+    every core already, and planning beside it only contends (measured: no gain)."""
+    return lm.device.type != "cpu"
+
+
+def _chunk_plans(tokenizer, items_by_chunk: list[list[WorkItem]], pending: list[int], mode: str, background: bool):
+    """(chunk, plan) for each pending chunk; with `background`, the next chunk's plan is made in a worker
+    thread while the caller scores this one: tokenising is most of a GPU run's CPU time and the tokenizers
+    library releases the GIL, so the GPU does not wait for it. Only the worker touches the tokenizer."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if not ahead:
-        for c, items in zip(ids, chunks):
-            yield c, plan_items(tokenizer, items, mode)
+    if not background:
+        for c in pending:
+            yield c, plan_items(tokenizer, items_by_chunk[c], mode)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan") as pool:
-        coming = pool.submit(plan_items, tokenizer, chunks[0], mode) if chunks else None
-        for i, c in enumerate(ids):
-            plan = coming.result()
-            coming = pool.submit(plan_items, tokenizer, chunks[i + 1], mode) if i + 1 < len(chunks) else None
+        coming = [pool.submit(plan_items, tokenizer, items_by_chunk[pending[0]], mode)] if pending else []
+        for i, c in enumerate(pending):
+            plan = coming.pop().result()
+            if i + 1 < len(pending):
+                coming.append(pool.submit(plan_items, tokenizer, items_by_chunk[pending[i + 1]], mode))
             yield c, plan
 
 
