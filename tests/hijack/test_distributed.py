@@ -1,12 +1,12 @@
 """Two CPU processes with gloo give the rows of one process (the torchrun path, without torchrun)."""
 
 import os
-import socket
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from assocmem.hijack.run import HijackConfig, run_hijack
@@ -17,23 +17,25 @@ CONFIG = dict(model="tiny-random-llama", schemes=("not-think", "reverse"), max_n
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
+    # As under torchrun: the launcher holds the rendezvous store and every rank joins it as a client.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
     torch.set_num_threads(1)
     summary = run_hijack(HijackConfig.of(**CONFIG), out, progress=False, plot=False)
     assert summary["records"] == 24          # every rank gets rank 0's summary
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _launcher_store(world: int) -> dist.TCPStore:
+    """The rendezvous store, listening on a port the OS chose when it was bound (a port found free and
+    bound later by another process could be taken in between)."""
+    return dist.TCPStore("127.0.0.1", 0, world, is_master=True, wait_for_workers=False)
 
 
 @pytest.mark.distributed
 def test_two_gloo_ranks_write_what_one_process_writes(tmp_path):
     run_hijack(HijackConfig.of(**CONFIG), tmp_path / "one", progress=False, plot=False)
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True)
+    store = _launcher_store(2)
+    mp.spawn(_worker, args=(2, store.port, str(tmp_path / "two")), nprocs=2, join=True)
     one = pd.read_parquet(tmp_path / "one" / "rows.parquet")
     two = pd.read_parquet(tmp_path / "two" / "rows.parquet")
     logps = ["logp_true", "logp_false"]

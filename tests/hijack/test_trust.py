@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -164,27 +162,30 @@ def test_verify_refuses_a_changed_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_rows(tmp_path):
-    """The run is killed (SIGKILL) once 0, 1, ... chunks are on disk plus a random extra delay, at
-    several points; each resumed run's rows equal the uninterrupted run's, value for value."""
+def test_kill_9_at_chosen_moments_then_resume_gives_the_uninterrupted_rows(tmp_path):
+    """The run SIGKILLs itself at a chosen moment (a test hook: before a scored chunk is written, between
+    its packing counts and its rows, after k chunks are done; and once more inside a resumed run); each
+    resumed run's rows equal the uninterrupted run's, value for value. The moments are deterministic, so
+    a fast machine cannot finish the run before the kill."""
     cf = _copy_fixture(tmp_path)
     args = [sys.executable, "-m", "assocmem.cli", "hijack", "--model", "tiny-random-gpt2", "--counterfact", str(cf),
             "--schemes", "not-think", "relation", "--max-n", "3", "--chunk-size", "2", "--device", "cpu", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    env.pop("ASSOCMEM_TEST_KILL_AT", None)
     subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
     whole = _rows(tmp_path / "whole")
-    rng = random.Random(13)
-    for point in range(3):
+    n_chunks = len(list((tmp_path / "whole" / "chunks").glob("chunk-*.parquet")))       # 12
+    # (kill points of successive invocations, chunks on disk after each kill)
+    plans = [(("scored:1",), (0,)), (("stats-written:2",), (1,)), (("written:7",), (7,)),
+             (("written:3", "scored:2"), (3, 4))]
+    for point, (kills, expected) in enumerate(plans):
         out = tmp_path / f"killed{point}"
-        proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        target = rng.randrange(0, 10)                               # chunks done before the kill (12 in all)
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and len(list(out.glob("chunks/chunk-*.parquet"))) < target:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.2))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert not (out / "rows.parquet").exists()                  # it really was interrupted
+        for kill, done in zip(kills, expected):
+            proc = subprocess.run(args + ["--out", str(out)], env={**env, "ASSOCMEM_TEST_KILL_AT": kill},
+                                  capture_output=True)
+            assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+            assert not (out / "rows.parquet").exists()              # it really was interrupted
+            assert len(list((out / "chunks").glob("chunk-*.parquet"))) == done < n_chunks
         subprocess.run(args + ["--out", str(out)], env=env, check=True, capture_output=True)
         pd.testing.assert_frame_equal(_rows(out), whole)
 

@@ -88,3 +88,28 @@ def directions(table: pd.DataFrame) -> dict[str, dict]:
             entry[share] = {"from": float(a), "to": float(b), "moves": move}
         result[str(scheme)] = entry
     return result
+
+
+# What "the model knows the fact" means, decided on the n = 0 prompt (no distractor) of each record.
+# The paper's claim is about facts a model knows being given up, so every share is also reported on the
+# records known under a rule; both rules are reported, "top1" is the headline.
+KNOWN_RULES: dict[str, str] = {
+    "top1": "the true target's first token is the model's top-1 next token at n = 0",
+    "p50": "P(first token of the true target) > 0.5 at n = 0",
+}
+
+
+def known(rank_true, logp_true, rule: str = "top1") -> np.ndarray:
+    """Boolean array: is each fact known under `rule` (KNOWN_RULES), from its n = 0 prompt's rank of the
+    true target's first token (1 = the model's top-1 next token) and that token's log-probability."""
+    from assocmem.config import check_choice
+
+    check_choice("rule", rule, KNOWN_RULES)
+    if rule == "top1":
+        return np.asarray(rank_true) == 1
+    return np.asarray(logp_true, dtype=np.float64) > np.log(0.5)
+
+
+def flipped(known_at_0, rank_false) -> np.ndarray:
+    """The flip of a known fact: known at n = 0 and the false target's first token the top-1 at n."""
+    return np.asarray(known_at_0, dtype=bool) & (np.asarray(rank_false) == 1)

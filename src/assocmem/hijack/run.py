@@ -171,9 +171,12 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     for c, plan in _chunk_plans(lm.tokenizer, items_by_chunk, pending, config.scoring.planning_mode,
                                 _plan_in_background(lm)):
         rows, stats = _score_chunk(lm, items_by_chunk[c], plan, config, ctx, bar)
+        _kill_point("scored")
         if ctx.is_main:  # the stats first: the parquet marks the chunk as done
             write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
+            _kill_point("stats-written")
             write_parquet(_chunk_path(chunk_dir, c), rows)
+            _kill_point("written")
     if bar is not None:
         bar.close()
 
@@ -196,6 +199,26 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
             plot_rates(pd.DataFrame(summary["rates"]), out / "rates.png",
                        title=f"{lm.name}, {config.scoring.mode}, {summary['records']} records")
     return D.broadcast_object(ctx, summary)
+
+
+_KILL_COUNTS: dict[str, int] = {}
+
+
+def _kill_point(stage: str) -> None:
+    """A test hook for interruption at a known moment: with $ASSOCMEM_TEST_KILL_AT="<stage>:<k>" the
+    process SIGKILLs itself the k-th time it reaches `stage` ("scored": a chunk scored, nothing of it
+    written; "stats-written": its packing counts written, its rows not; "written": the chunk done).
+    A test that killed the run from outside after a delay raced the run on a fast machine."""
+    import os
+
+    wanted = os.environ.get("ASSOCMEM_TEST_KILL_AT")
+    if not wanted or wanted.rpartition(":")[0] != stage:
+        return
+    _KILL_COUNTS[stage] = _KILL_COUNTS.get(stage, 0) + 1
+    if _KILL_COUNTS[stage] == int(wanted.rpartition(":")[2]):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _kinds(skipped: list[tuple]) -> list[tuple]:
