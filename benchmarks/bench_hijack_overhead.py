@@ -54,7 +54,14 @@ def worker(args) -> dict:
     def stub_logprobs(lm, hidden, read_index, tokens, chunk=512):
         return -torch.rand(len(tokens), dtype=torch.float64)
 
-    scoring.forward_rows, scoring.token_logprobs = stub_forward, stub_logprobs
+    def stub_scores(lm, hidden, read_index, tokens, ranked=None, chunk=512):   # the engine that also ranks
+        return -torch.rand(len(tokens), dtype=torch.float64), torch.randint(1, 100, (len(tokens),))
+
+    scoring.forward_rows = stub_forward
+    if hasattr(scoring, "token_scores"):
+        scoring.token_scores = stub_scores
+    else:
+        scoring.token_logprobs = stub_logprobs
     import assocmem.hijack.run as run_mod
 
     if hasattr(run_mod, "_plan_in_background"):   # plan ahead as on a GPU (a CPU run plans inline)

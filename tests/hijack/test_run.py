@@ -9,8 +9,9 @@ from assocmem.hijack.counterfact import BadRecord
 from assocmem.hijack.run import HijackConfig, run_hijack
 
 FIXTURE = str(Path(__file__).resolve().parent.parent / "fixtures" / "counterfact_small.json")
-COLUMNS = ["case_id", "relation_id", "scheme", "n", "mode", "logp_true", "logp_false", "hijacked", "true_preferred",
-           "prompt"]
+COLUMNS = ["case_id", "relation_id", "subject", "target_true", "target_false", "target_mismatched", "scheme", "n",
+           "mode", "logp_true", "logp_false", "hijacked", "true_preferred", "rank_true", "rank_false", "known",
+           "known_p50", "prompt"]
 
 
 def _config(**kw) -> HijackConfig:
@@ -39,6 +40,25 @@ def test_outputs_and_schema(tmp_path, tiny_lms):
     # the n = 0 prompt is the same under every scheme: the same numbers
     n0 = rows[rows["n"] == 0].pivot(index="case_id", columns="scheme", values="logp_true")
     assert (n0["not-think"] == n0["relation"]).all()
+
+
+def test_rows_name_the_record_so_no_check_needs_a_join_back_to_counterfact(tmp_path):
+    from assocmem.hijack.controls import with_mismatched_targets
+    from assocmem.hijack.counterfact import load_counterfact
+
+    run_hijack(_config(schemes=("not-think", "not-think-mismatched")), tmp_path, progress=False, plot=False)
+    rows = pd.read_parquet(tmp_path / "rows.parquet")
+    loaded = load_counterfact(FIXTURE).records
+    records = {r.case_id: r for r in with_mismatched_targets(loaded, loaded)}
+    for row in rows.itertuples():
+        rec = records[row.case_id]
+        assert (row.subject, row.target_true, row.target_false, row.target_mismatched) == \
+            (rec.subject, rec.target_true, rec.target_false, rec.target_mismatched)
+        assert rec.subject in row.prompt
+        if row.scheme == "not-think-mismatched" and row.n > 0:
+            assert row.prompt.startswith(f"Do not think of {rec.target_mismatched}.")
+    # the n = 0 status is the record's, on every row of it
+    assert (rows.groupby("case_id")[["known", "known_p50"]].nunique() == 1).all().all()
 
 
 def test_resume_after_interrupt_recomputes_nothing_finished(tmp_path, monkeypatch):

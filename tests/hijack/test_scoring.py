@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assocmem.models.packing import PackingStats
-from assocmem.hijack.scoring import (collect, encode_pairs, plan_requests, score_plan, score_targets,
-                                    special_prefix)
+from assocmem.hijack.scoring import (collect, collect_ranks, encode_pairs, plan_requests, score_plan, score_targets,
+                                    score_with_ranks, special_prefix)
 
 PROMPTS = [
     "The Eiffel Tower is located in the city of",
@@ -31,6 +31,35 @@ def _manual(lm, prompt: str, target: str, first_only: bool) -> float:
         logp = torch.log_softmax(lm.model(ids).logits[0].double(), -1)   # (T, V)
     T = ids.shape[1]
     return sum(logp[T - len(cont) - 1 + k, t].item() for k, t in enumerate(cont))
+
+
+def _manual_rank(lm, prompt: str, target: str, tol: float = 1e-4) -> tuple[int, int]:
+    """Bounds on the rank of the target's first token after `prompt`, from one plain forward's logits:
+    1 + the logits above it by more than `tol`, and 1 + those above it by more than -`tol` (a packed
+    forward's logits differ from a plain one's in the last digits, so a near-tie may order either way)."""
+    tok = lm.tokenizer
+    ctx = tok(prompt, add_special_tokens=False)["input_ids"]
+    first = tok(prompt + " " + target, add_special_tokens=False)["input_ids"][len(ctx)]
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([special_prefix(tok) + ctx])).logits[0, -1].double()   # (V,)
+    return int((logits > logits[first] + tol).sum()) + 1, int((logits > logits[first] - tol).sum()) + 1
+
+
+def test_the_rank_is_one_plus_the_logits_above_the_first_token(tiny_lms):
+    """By hand: the model's own argmax gets rank 1, and every rank is the plain forward's count."""
+    lm = tiny_lms["llama"]
+    tok = lm.tokenizer
+    ids = special_prefix(tok) + tok(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([ids])).logits[0, -1]
+    top = tok.decode([int(logits.argmax())]).strip()
+    assert encode_pairs(tok, [PROMPTS[0]], [" " + top])[0][1][0] == int(logits.argmax())   # " top" is that token
+    scores = score_with_ranks(lm, PROMPTS[:1] * 2, [top, "Paris"], ["Tokyo", "Guam"])
+    assert scores.rank_true[0] == 1 and scores.rank_false[0] > 1
+    for j, target in enumerate(("Paris", "Guam")):
+        lo, hi = _manual_rank(lm, PROMPTS[0], target)
+        got = int((scores.rank_true, scores.rank_false)[j][1])
+        assert lo <= got <= hi and 1 < got
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3"])
@@ -131,12 +160,16 @@ def test_packed_shared_prefix_equals_each_prompt_alone(tiny_lms, arch, studies, 
             groups.append(g)
     plan = plan_requests(lm.tokenizer, prompts, trues, falses, mode, groups, shared)
     stats = PackingStats()
-    got = collect(plan, score_plan(lm, plan, batch_tokens=batch_tokens, row_tokens=row_tokens, stats=stats))
+    results = score_plan(lm, plan, batch_tokens=batch_tokens, row_tokens=row_tokens, stats=stats)
+    got, ranks = collect(plan, results), collect_ranks(plan, results)
     assert stats.tokens_fed <= stats.tokens_one_by_one
     for i, (p, t, f) in enumerate(zip(prompts, trues, falses)):
         ref_t = _manual(lm, p, t, first_only=mode == "first-token")
         ref_f = _manual(lm, p, f, first_only=mode == "first-token")
         assert abs(got[0][i] - ref_t) <= 1e-5 and abs(got[1][i] - ref_f) <= 1e-5
+        for j, target in enumerate((t, f)):   # the first token's rank, in both modes, as the prompt alone gives it
+            lo, hi = _manual_rank(lm, p, target)
+            assert lo <= int(ranks[j][i]) <= hi
 
 
 def test_sharing_saves_tokens_and_counts_items_that_cannot_share(tiny_lms):
@@ -185,3 +218,19 @@ def test_a_zero_or_negative_token_budget_is_a_one_line_error(tiny_lms, bad):
         score_targets(tiny_lms["llama"], PROMPTS, TRUE, FALSE, batch_tokens=bad)
     with pytest.raises(ConfigError, match="--row-tokens"):
         score_targets(tiny_lms["llama"], PROMPTS, TRUE, FALSE, row_tokens=bad)
+
+
+def test_a_plan_is_read_back_from_the_device_once_whatever_its_batches(tiny_lms, monkeypatch):
+    """The batches' results stay on the device until all are queued: one read-back per plan, so a GPU
+    run is not synchronised per batch (the rank adds nothing the host waits for)."""
+    import assocmem.hijack.scoring as scoring
+
+    calls = []
+    real = scoring._to_host
+    monkeypatch.setattr(scoring, "_to_host", lambda parts: calls.append(len(parts)) or real(parts))
+    lm = tiny_lms["llama"]
+    plan = plan_requests(lm.tokenizer, PROMPTS, TRUE, FALSE, "full-target")
+    one = score_plan(lm, plan, batch_tokens=1, row_tokens=1)
+    many = score_plan(lm, plan, batch_tokens=100_000)
+    assert calls[0] > 1 and calls[1] == 1 and len(calls) == 2      # several batches, then one
+    assert collect_ranks(plan, one)[0].tolist() == collect_ranks(plan, many)[0].tolist()

@@ -32,6 +32,9 @@ def test_try_prints_every_n_with_top_tokens_and_both_targets(capsys, monkeypatch
     out = capsys.readouterr().out
     assert code == 0
     assert "P(Paris)" in out and "P(Chicago)" in out
+    # before the table: whether the model knows the fact at n = 0 (this random model does not)
+    assert out.index("At n = 0 the model ranks the first token of 'Paris'") < out.index(FACT)
+    assert "it does not know this fact" in out
     first_lines = [line for line in out.splitlines() if FACT in line]
     assert len(first_lines) == 4
     for n, line in enumerate(first_lines):
@@ -56,6 +59,29 @@ def test_try_numbers_match_the_model_and_the_scorer():
         lp_true, lp_false = score_targets(lm, [r.prompt], ["Paris"], ["Chicago"], mode="first-token")
         assert r.p_true == pytest.approx(math.exp(lp_true[0]), rel=1e-5)
         assert r.p_false == pytest.approx(math.exp(lp_false[0]), rel=1e-5)
+        # the rank is 1 + the next tokens more likely than the target's first token (by hand from the probabilities)
+        for rank, target in ((r.rank_true, " Paris"), (r.rank_false, " Chicago")):
+            first = lm.tokenizer(r.prompt + target)["input_ids"][ids.shape[1]]
+            assert rank == 1 + int((probs > probs[first]).sum())
+
+
+def test_try_says_whether_the_model_knows_the_fact_at_n_0():
+    from assocmem.hijack.try_prompt import knowledge_line
+
+    lm = tiny_random_lm("gpt2")
+    prompt = "The Eiffel Tower is located in"      # this random model's top-1 next token here is " Guam"
+    ids = torch.tensor([lm.tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+        top = lm.tokenizer.decode([int(lm.model(ids).logits[0, -1].argmax())]).strip()
+    assert top == "Guam"
+    known = try_prompt(lm, prompt, top, "Chicago", max_n=1)
+    assert known[0].rank_true == 1
+    assert "ranks the first token of" in knowledge_line(known, top) and "1st" in knowledge_line(known, top)
+    assert "it knows this fact" in knowledge_line(known, top)
+    unknown = try_prompt(lm, prompt, "Paris", "Chicago", max_n=1)
+    assert unknown[0].rank_true > 1
+    line = knowledge_line(unknown, "Paris")
+    assert "it does not know this fact" in line and f" {unknown[0].rank_true}" in line
 
 
 def test_try_relation_scheme_uses_the_subject_and_full_target_mode():

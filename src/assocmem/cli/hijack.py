@@ -104,10 +104,12 @@ def try_fact(config: TryConfig) -> None:
 
 
 def print_try(rows, target_true: str, target_false: str, title: str = "") -> None:
-    """Render `try_prompt` rows as a rich table on stdout."""
+    """Whether the model knows the fact at n = 0 (`knowledge_line`), then `try_prompt` rows as a rich table."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from assocmem.hijack.try_prompt import knowledge_line
 
     def p(x: float) -> str:
         return f"{x:.4f}" if x >= 1e-3 else f"{x:.1e}"
@@ -122,7 +124,9 @@ def print_try(rows, target_true: str, target_false: str, title: str = "") -> Non
         top = "\n".join(f"{tok!r} {p(q)}" for tok, q in r.top)
         win = "[green]" if r.p_true > r.p_false else "[red]"  # green: the true target still wins
         table.add_row(str(r.n), escape(r.prompt), escape(top), f"{win}{p(r.p_true)}", p(r.p_false))
-    Console(width=max(100, Console().width)).print(table)
+    console = Console(width=max(100, Console().width))
+    console.print(escape(knowledge_line(rows, target_true)))
+    console.print(table)
 
 
 def mechanism(config: MechanismConfig, out: Path | None = None) -> None:

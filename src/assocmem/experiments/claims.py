@@ -23,8 +23,14 @@ class Claim:
 CLAIMS: tuple[Claim, ...] = (
     Claim("hijack-examples", "Prepending a sentence that keeps the fact true can flip an LLM's answer to the false target",
           "Fig. 1, §3"),
-    Claim("hijack-raises-es", "Hijacking raises the efficacy score (share with P(false) > P(true)) as more sentences are prepended",
-          "Fig. 2(a), 2(b), §3"),
+    Claim("hijack-raises-es", "Hijacking raises the efficacy score (share with P(false) > P(true)) as more sentences are "
+          "prepended (on all records, known facts or not)", "Fig. 2(a), 2(b), §3"),
+    Claim("hijack-overrides-known", "Hijacking overrides facts the model knows: where the model answers the true "
+          "target with no distractor (its top-1 next token), one prepended sentence makes it prefer the false target "
+          "for a substantial share of those facts", "§1, §3, Fig. 1 (the known-fact subset is ours)"),
+    Claim("hijack-exceeds-control", "The effect is the false target's, not any extra sentence's: the hijacking "
+          "sentence raises ES more than its control (the same sentence naming another target of the relation, or a "
+          "neutral sentence) on the same records", "§3 (the controls are ours)"),
     Claim("hijack-all-models", "Hijacking works on every LLM tried, not one model's quirk (GPT-2, Gemma, Gemma-IT, LLaMA-2 in the paper)",
           "Fig. 1, Fig. 2, §3"),
     Claim("associated-hijacks", "Words merely associated with the false target hijack too: not just copying a token",

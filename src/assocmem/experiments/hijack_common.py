@@ -85,6 +85,15 @@ def model_rows(folder: Path, models: list[str]) -> pd.DataFrame:
                      ignore_index=True)
 
 
+def sample_rows(ctx: Context, schemes: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of hijack-sample (a finished input of the calling experiment) under `schemes`, every model's."""
+    from assocmem.io import read_json
+
+    models = read_json(ctx.inputs["hijack-sample"] / "result.json")["data"]["models"]
+    rows = model_rows(ctx.inputs["hijack-sample"], models)
+    return rows[rows["scheme"].isin(schemes)]
+
+
 def provenance(summaries: dict[str, dict], lms: dict[str, object] | None = None) -> dict:
     """What the report's header says about the data and the models (from the run summaries)."""
     first = next(iter(summaries.values()))

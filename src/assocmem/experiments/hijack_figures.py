@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from assocmem.experiments.claims import ClaimResult, fmt
-from assocmem.experiments.hijack_common import HijackStudy, each_model, model_rows, provenance, run_study, skipped_note
+from assocmem.experiments.hijack_common import HijackStudy, each_model, provenance, run_study, sample_rows, skipped_note
 from assocmem.experiments.hijack_stats import compare_models, dose_response, mode_agreement, paired_change
 from assocmem.experiments.registry import LLM_DTYPE, Context, Experiment, Result
 from assocmem.hijack.counterfact import CounterFactSelection
@@ -28,7 +28,10 @@ from assocmem.plotting import new_figure, save_figure
 
 ALL_SCHEMES = ("not-think", "relation", "reverse", "reverse-not-think", "reverse-relation", "associated",
                "associated-reverse")
+# The controls of not-think and relation (hijack.schemes: another record's target; a neutral sentence).
+CONTROL_SCHEMES = ("not-think-mismatched", "relation-mismatched", "neutral")
 ROME = "mean-target"
+ES_ALL = "ES (hijacked share), all records"
 
 
 @dataclass(frozen=True)
@@ -80,23 +83,25 @@ def _rates(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rate_rows(table: pd.DataFrame, ns: set[int] | None = None) -> list[dict]:
-    """Report rows: ES with its 95% CI and the true-preferred share, per model × scheme × n."""
+    """Report rows: ES with its 95% CI and the true-preferred share, per model × scheme × n, on all records
+    (hijack-known gives them on the facts each model knows)."""
     out = []
     for _, r in table.sort_values(["scheme", "model", "n"]).iterrows():
         if ns is not None and int(r["n"]) not in ns:
             continue
-        out.append({"setting": f"{r['scheme']}, n={int(r['n'])}", "model": r["model"], "quantity": "ES (hijacked share)",
+        out.append({"setting": f"{r['scheme']}, n={int(r['n'])}", "model": r["model"], "quantity": ES_ALL,
                     "ours": float(r["hijacked_share"]), "95% CI": f"[{r['hijacked_lo']:.3f}, {r['hijacked_hi']:.3f}]",
                     "true-preferred share": round(float(r["true_preferred_share"]), 3), "records": int(r["records"])})
     return out
 
 
 def direction_claims(rows: pd.DataFrame, scheme: str, claim_id: str, up: bool) -> list[ClaimResult]:
-    """Per model: does ES move from n = 0 to n = 1 (paired per-record change beyond 2 SE)?
+    """Per model: does ES on all records move from n = 0 to n = 1 (paired per-record change beyond 2 SE)?
 
-    Criterion changed in issue 16 (before: n = 0 against the largest n): the curves saturate by
-    n = 1–3 and then fall slightly, so the largest n measured the plateau's end, not the rise. The
-    earlier figure (n = 0 → N) stays in the numbers, with the dose-response in words.
+    Criterion changed once (before: n = 0 against the largest n): the curves saturate by n = 1–3 and then
+    fall slightly, so the largest n measured the plateau's end, not the rise. The earlier figure
+    (n = 0 → N) stays in the numbers, with the dose-response in words. On all records, whether or not the
+    model knew the fact: hijack-known judges the facts it knows.
     """
     out = []
     for model, part in rows[rows["scheme"] == scheme].groupby("model", sort=True):
@@ -110,8 +115,8 @@ def direction_claims(rows: pd.DataFrame, scheme: str, claim_id: str, up: bool) -
         word = "rises" if up else "falls"
         out.append(ClaimResult(
             claim_id, bool(ok),
-            f"`{scheme}`, {model}: ES {word} from n = {n0} to n = {n1}: paired per-record change of the hijacked "
-            "indicator beyond 2 SE in that direction (before issue 16: n = 0 vs the largest n)",
+            f"`{scheme}`, {model}, all records: ES {word} from n = {n0} to n = {n1}: paired per-record change of the "
+            "hijacked indicator beyond 2 SE in that direction (before: n = 0 vs the largest n)",
             f"ES {fmt(es[n0])} → {fmt(es[n1])} ({count} records; change {mean:+.3f} ± {se:.3f} SE); earlier criterion "
             f"n = {n0} → {nN}: {fmt(es[nN])} (change {mean_N:+.3f} ± {se_N:.3f}); {dose.describe()}"))
     return out
@@ -190,14 +195,19 @@ def run_fig1(s: Examples, ctx: Context) -> Result:
             quantity = "top-1 next token" + (" (the paper's example)" if i == 0 else "")
             for r in out[:2]:
                 rows.append({"setting": r.prompt, "model": lm.name, "quantity": quantity, "ours": r.top[0][0].strip(),
-                             "P(true)": round(r.p_true, 4), "P(false)": round(r.p_false, 4)})
+                             "P(true)": round(r.p_true, 4), "P(false)": round(r.p_false, 4),
+                             "rank of true": r.rank_true, "rank of false": r.rank_false})
         claims.append(ClaimResult("hijack-examples", any(flips) and all(rises),
                                   f"{lm.name}: at least one example flips from P(true) > P(false) at n = 0 to P(false) > "
                                   "P(true) at n = 1, and log P(false) − log P(true) rises from n = 0 to 1 in every example",
                                   f"{sum(flips)} of {len(flips)} flip; margin rises in {sum(rises)} of {len(rises)}"))
     return Result(rows=rows, claims=claims, data={"curves": curves, "models": list(ctx.llms)},
                   notes=["The paper's Fig. 1 uses GPT-2, Gemma and LLaMA-2 (first-token probabilities); the first "
-                         "example is the paper's own (Eiffel Tower, Chicago), reported whatever it does."])
+                         "example is the paper's own (Eiffel Tower, Chicago), reported whatever it does. The other three "
+                         "were chosen by us knowing how the bundled models behave on them: they illustrate, they are no "
+                         "sample (the shares of hijack-sample and hijack-known are). Rank of true/false: the rank of "
+                         "each target's first token among the next tokens (1 = the model's answer); at n = 0 a "
+                         "rank of true of 1 means the model knows the fact (hijack-known's rule)."])
 
 
 def plot_fig1(result: Result, folder: Path) -> list[Path]:
@@ -278,14 +288,6 @@ def plot_sample(result: Result, folder: Path) -> list[Path]:
             for m in result.data["models"]]
 
 
-def _sample_rows(ctx: Context, schemes: tuple[str, ...]) -> pd.DataFrame:
-    from assocmem.io import read_json
-
-    models = read_json(ctx.inputs["hijack-sample"] / "result.json")["data"]["models"]
-    rows = model_rows(ctx.inputs["hijack-sample"], models)
-    return rows[rows["scheme"].isin(schemes)]
-
-
 def _direction_view(rows: pd.DataFrame, schemes: tuple[str, ...], claim: str, up: bool, title: str,
                     every_model: bool = False) -> Result:
     claims = [c for scheme in schemes for c in direction_claims(rows, scheme, claim, up=up)]
@@ -298,7 +300,7 @@ def _direction_view(rows: pd.DataFrame, schemes: tuple[str, ...], claim: str, up
 
 
 def run_fig2a(v: View, ctx: Context) -> Result:
-    return _direction_view(_sample_rows(ctx, v.schemes), v.schemes, "hijack-raises-es", True,
+    return _direction_view(sample_rows(ctx, v.schemes), v.schemes, "hijack-raises-es", True,
                            "Do not think of {target_false}.", every_model=True)
 
 
@@ -307,7 +309,7 @@ def plot_fig2a(result: Result, folder: Path) -> list[Path]:
 
 
 def run_reverse(v: View, ctx: Context) -> Result:
-    return _direction_view(_sample_rows(ctx, v.schemes), v.schemes, "reverse-lowers-es", False, "reverse schemes")
+    return _direction_view(sample_rows(ctx, v.schemes), v.schemes, "reverse-lowers-es", False, "reverse schemes")
 
 
 def plot_reverse(result: Result, folder: Path) -> list[Path]:
@@ -317,7 +319,7 @@ def plot_reverse(result: Result, folder: Path) -> list[Path]:
 def run_atlas(v: View, ctx: Context) -> Result:
     from assocmem.hijack.atlas import build_atlas, write_atlas
 
-    rows = _sample_rows(ctx, v.schemes)
+    rows = sample_rows(ctx, v.schemes)
     out = []
     for model, part in rows.groupby("model", sort=True):
         atlas = build_atlas(part)
@@ -422,36 +424,40 @@ EXAMPLES = Examples(examples=(
 ))
 APPENDIX = AppendixTable(relations=("P190", "P103", "P1412", "P36"))
 
-SAMPLE_QUICK = HijackStudy(ALL_SCHEMES, 5, CounterFactSelection(per_relation=2, skip_bad=True), ScoringConfig(extra_modes=(ROME,)))
+# Quick: n = 0..3 (the curves saturate by n = 1-3; the claims read n = 1): ten schemes to n = 3 feed 5% fewer
+# tokens than the seven schemes without controls fed to n = 5, so the controls cost the quick profile nothing.
+SAMPLE_QUICK = HijackStudy(ALL_SCHEMES + CONTROL_SCHEMES, 3, CounterFactSelection(per_relation=2, skip_bad=True),
+                           ScoringConfig(extra_modes=(ROME,)))
 # Full: 200 records per relation (6,555 of the 21,919; every record of the 7 relations with fewer),
-# × 7 schemes × n = 0..10 ≈ 430k prompts per model, sized for one GPU; the paper used every record
-# (results/whole-counterfact: the sample's ES is within 0.008 of the whole file's for not-think and relation).
-SAMPLE_FULL = HijackStudy(ALL_SCHEMES, 10, CounterFactSelection(per_relation=200, skip_bad=True),
+# × 10 schemes (7 + 3 controls) × n = 0..10 ≈ 640k prompts per model, sized for one GPU; the paper used
+# every record (results/whole-counterfact: the sample's ES is within 0.008 of the whole file's for
+# not-think and relation).
+SAMPLE_FULL = HijackStudy(ALL_SCHEMES + CONTROL_SCHEMES, 10, CounterFactSelection(per_relation=200, skip_bad=True),
                           ScoringConfig(extra_modes=(ROME,)))
 
 EXPERIMENTS = [
     Experiment("fig1", "Hijacking examples", "Fig. 1, §1", EXAMPLES, EXAMPLES, run_fig1, plot_fig1,
-               claims=("hijack-examples",), uses_llm=True, version=2),
+               claims=("hijack-examples",), uses_llm=True, version=3),
     Experiment("hijack-sample", "Every hijacking scheme on one stratified CounterFact sample",
                "§3, Fig. 2, App. B (shared run)", SAMPLE_QUICK, SAMPLE_FULL, run_sample, plot_sample, uses_llm=True,
-               version=2),
+               version=3),
     Experiment("fig2a", "Hijacking: 'Do not think of {target_false}.'", "Fig. 2(a), §3", View(("not-think",)),
                View(("not-think",)), run_fig2a, plot_fig2a, claims=("hijack-raises-es", "hijack-all-models"),
-               requires=("hijack-sample",), uses_llm=True, version=2),
+               requires=("hijack-sample",), uses_llm=True, version=3),
     Experiment("fig2b", "Hijacking with relation sentences, P190 (twin city)", "Fig. 2(b), §3",
                HijackStudy(("relation",), 5, CounterFactSelection(relations=("P190",), per_relation=30, skip_bad=True)),
                HijackStudy(("relation",), 10, CounterFactSelection(relations=("P190",), skip_bad=True)),
-               run_fig2b, plot_fig2b, claims=("hijack-raises-es",), uses_llm=True, version=2),
+               run_fig2b, plot_fig2b, claims=("hijack-raises-es",), uses_llm=True, version=3),
     Experiment("appB-reverse", "Reverse hijacking: sentences that state or name the true target", "App. B, §5.5",
                View(("reverse", "reverse-not-think", "reverse-relation")),
                View(("reverse", "reverse-not-think", "reverse-relation")), run_reverse, plot_reverse,
-               claims=("reverse-lowers-es",), requires=("hijack-sample",), uses_llm=True, version=2),
+               claims=("reverse-lowers-es",), requires=("hijack-sample",), uses_llm=True, version=3),
     Experiment("appB-associated", "Hijacking with associated words (P1412, languages)", "App. B, §3",
                HijackStudy(("associated", "associated-reverse"), 5,
                            CounterFactSelection(relations=("P1412",), per_relation=30, skip_bad=True)),
                HijackStudy(("associated", "associated-reverse"), 10, CounterFactSelection(relations=("P1412",),
                                                                                           skip_bad=True)),
-               run_associated, plot_associated, claims=("associated-hijacks",), uses_llm=True, version=2),
+               run_associated, plot_associated, claims=("associated-hijacks",), uses_llm=True, version=3),
     Experiment("appB-table", "Four CounterFact records of four relations, per model, scheme and n",
                "App. B (example table)", APPENDIX, APPENDIX, run_appendix_table, plot_nothing, uses_llm=True),
     Experiment("atlas", "Relation atlas: every relation × scheme × n", "extension of Fig. 2 (issue 7)",

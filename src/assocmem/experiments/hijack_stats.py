@@ -8,6 +8,14 @@ with a `model` column when several models were scored), so a criterion can chang
   McNemar test on the discordant records).
 - `mode_agreement`: ES under first-token vs another mode (ROME's mean per-token rule) and the share
   of (record, n) whose decision differs.
+
+Facts the model knows (rows from `run_hijack` carry each record's n = 0 status, `known` and `known_p50`,
+and each target's first-token rank at n):
+- `subset_rates`: both shares with Wilson intervals on all records and on each known subset.
+- `flip_rates`: of the known facts, the share whose false target is the model's top-1 answer at n.
+- `logp_shifts`: Δ log P(true) and Δ log P(false) from n = 0 to n per record, mean with a 95% interval:
+  suppression of the true target vs priming of the false one.
+- `control_differences`: a hijacking scheme minus its control on the same records at each n (paired).
 """
 
 from __future__ import annotations
@@ -18,7 +26,11 @@ import numpy as np
 import pandas as pd
 
 from assocmem.experiments.claims import mean_se
-from assocmem.hijack.metrics import rates
+from assocmem.hijack.metrics import flipped, mean_intervals, rates, wilson_intervals
+
+# The record subsets every known-fact statistic is given on: label → the rows' boolean column (None: all).
+SUBSETS: dict[str, str | None] = {"all records": None, "known (top-1)": "known", "known (P > 0.5)": "known_p50"}
+KNOWN, KNOWN_P50 = "known (top-1)", "known (P > 0.5)"
 
 
 def _wide(rows: pd.DataFrame, column: str = "hijacked") -> pd.DataFrame:
@@ -127,3 +139,67 @@ def mode_agreement(rows: pd.DataFrame, mode: str) -> dict[str, float]:
     own = rows["hijacked"].astype(bool)
     return {"es_own": float(own.mean()), "es_other": float(other.mean()), "differ": float((own != other).mean()),
             "rows": int(len(rows))}
+
+
+def by_subset(rows: pd.DataFrame, subsets: dict[str, str | None] = SUBSETS) -> pd.DataFrame:
+    """The rows of every subset stacked, labelled in a `subset` column (a known row appears once per subset)."""
+    return pd.concat([(rows if col is None else rows[rows[col].astype(bool)]).assign(subset=label)
+                      for label, col in subsets.items()], ignore_index=True)
+
+
+def subset_rates(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model × scheme × n × subset: records, both shares with 95% Wilson intervals (metrics.rates)."""
+    return rates(by_subset(rows), by=("model", "scheme", "n", "subset"))
+
+
+def flip_rates(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model × scheme × n × known subset: of the facts known at n = 0, how many have the false target's
+    first token as the model's top-1 next token at n (metrics.flipped), with a 95% Wilson interval."""
+    known = by_subset(rows, {k: v for k, v in SUBSETS.items() if v is not None})
+    known["flipped"] = flipped(np.ones(len(known), dtype=bool), known["rank_false"])
+    grouped = known.groupby(["model", "scheme", "n", "subset"], sort=True)["flipped"]
+    out = grouped.agg(records="size", flipped="sum").reset_index()
+    out["flipped"] = out["flipped"].astype("int64")
+    out["flip_share"] = out["flipped"] / out["records"]
+    out["flip_lo"], out["flip_hi"] = wilson_intervals(out["flipped"], out["records"])
+    return out
+
+
+def _at_zero(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each model × record's n = 0 log-probabilities (the n = 0 prompt is the same under every scheme)."""
+    base = rows[rows["n"] == 0].drop_duplicates(["model", "case_id"])
+    return base[["model", "case_id", "logp_true", "logp_false"]].rename(
+        columns={"logp_true": "logp_true_0", "logp_false": "logp_false_0"})
+
+
+def logp_shifts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model × scheme × n × subset: mean Δ log P(true) (`d_true`, suppression when < 0) and Δ log P(false)
+    (`d_false`, priming when > 0) from the record's n = 0 prompt, each with a 95% interval of the mean."""
+    shifted = rows.merge(_at_zero(rows), on=["model", "case_id"])
+    shifted["d_true"] = shifted["logp_true"] - shifted["logp_true_0"]
+    shifted["d_false"] = shifted["logp_false"] - shifted["logp_false_0"]
+    return mean_intervals(by_subset(shifted), ("model", "scheme", "n", "subset"), ("d_true", "d_false"))
+
+
+def control_differences(rows: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """Per model × (scheme, control) × n × subset, on the records scored under both: the mean per-record
+    difference scheme − control of the hijacked indicator (`d_es`), of log P(false) (`d_false`) and of
+    log P(true) (`d_true`), each with a 95% interval, and both ES (`es_scheme`, `es_control`)."""
+    if not pairs:
+        raise ValueError("control_differences: no (scheme, control) pair given")
+    keys = ["model", "case_id", "n"]
+    cols = keys + ["hijacked", "logp_true", "logp_false", "known", "known_p50"]
+    frames = []
+    for scheme, control in pairs:
+        a = rows.loc[rows["scheme"] == scheme, cols]
+        b = rows.loc[rows["scheme"] == control, keys + ["hijacked", "logp_true", "logp_false"]]
+        both = a.merge(b, on=keys, suffixes=("", "_c"))
+        frames.append(pd.DataFrame({
+            **{k: both[k] for k in ("model", "n", "known", "known_p50")}, "scheme": scheme, "control": control,
+            "es_scheme": both["hijacked"].astype(float), "es_control": both["hijacked_c"].astype(float),
+            "d_es": both["hijacked"].astype(float) - both["hijacked_c"].astype(float),
+            "d_false": both["logp_false"] - both["logp_false_c"], "d_true": both["logp_true"] - both["logp_true_c"]}))
+    paired = by_subset(pd.concat(frames, ignore_index=True))
+    out = mean_intervals(paired, ("model", "scheme", "control", "n", "subset"), ("d_es", "d_false", "d_true"))
+    means = paired.groupby(["model", "scheme", "control", "n", "subset"], sort=True)[["es_scheme", "es_control"]].mean()
+    return out.merge(means.reset_index(), on=["model", "scheme", "control", "n", "subset"])

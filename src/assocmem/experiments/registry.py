@@ -36,6 +36,7 @@ LLM_DTYPE = "float32"
 # Family modules, in the order their experiments appear in the report (paper order).
 FAMILY_MODULES: tuple[str, ...] = (
     "assocmem.experiments.hijack_figures",
+    "assocmem.experiments.hijack_known",
     "assocmem.experiments.hijack_mechanism",
     "assocmem.experiments.theory",
     "assocmem.experiments.theory_structure",

@@ -98,10 +98,13 @@ def _provenance(results: dict) -> list[str]:
     copy = {"official": "the official file (ROME's, by its sha256)", "reconstructed": RECONSTRUCTED_NOTE}.get(
         cf.get("copy"), "another copy (its sha256 matches neither the official file nor our reconstruction)")
     lines = [f"- CounterFact: `{cf.get('path')}`, sha256 `{cf.get('sha256')}`, {cf.get('bytes')} bytes: {copy}"]
+    from assocmem.models.llm import checkpoint_description
+
     for m in record["models"]:
         params = f"{m['parameters'] / 1e6:.1f} M parameters" if m.get("parameters") else "parameters unknown"
-        lines.append(f"- model `{m['name']}`: {m.get('kind')} (`{m.get('source')}`), {m.get('dtype')}, {params}, "
-                     f"weights {str(m.get('weights'))[:16]}…")
+        what = checkpoint_description(m["name"]) if m.get("kind") == "bundled" else None
+        lines.append(f"- model `{m['name']}`: {m.get('kind')} (`{m.get('source')}`)" + (f": {what}" if what else "")
+                     + f"; run in {m.get('dtype')}, {params}, weights {str(m.get('weights'))[:16]}…")
     return lines
 
 

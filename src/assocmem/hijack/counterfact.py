@@ -56,6 +56,9 @@ class Record:
     subject: str           # "Kharkiv"
     target_true: str       # "Cincinnati" (no leading space)
     target_false: str      # "Baghdad"
+    # Another record's target of the same relation, named by the mismatched control schemes (not a CounterFact
+    # field: hijack.controls chooses it from the file; None until then)
+    target_mismatched: str | None = None
 
     @property
     def filled_prompt(self) -> str:

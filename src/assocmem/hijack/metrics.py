@@ -3,7 +3,7 @@
 Two shares per group, named for what they count (a record with logp_true == logp_false, e.g. both
 targets starting with the same token in first-token mode, is a tie and counts in neither):
 
-    hijacked_share        P(target_false) > P(target_true)   = the efficacy score (ES) as the seed defines it
+    hijacked_share        P(target_false) > P(target_true)   = the efficacy score (ES) of the paper
     true_preferred_share  P(target_true)  > P(target_false)  = recall of the true fact
 """
 
@@ -113,3 +113,23 @@ def known(rank_true, logp_true, rule: str = "top1") -> np.ndarray:
 def flipped(known_at_0, rank_false) -> np.ndarray:
     """The flip of a known fact: known at n = 0 and the false target's first token the top-1 at n."""
     return np.asarray(known_at_0, dtype=bool) & (np.asarray(rank_false) == 1)
+
+
+def mean_intervals(frame: pd.DataFrame, by: Sequence[str], columns: Sequence[str],
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """One line per group: `records` and, per column c, its mean `c` and the Student-t interval of the mean
+    `c_lo`, `c_hi` (nan for a group of one). For per-record paired differences: a shift of log P vs n = 0,
+    a scheme minus its control on the same records."""
+    from scipy.stats import t
+
+    by = list(by)
+    grouped = frame.groupby(by, sort=True)[list(columns)]
+    mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
+    out = pd.DataFrame(index=mean.index)
+    out["records"] = count[columns[0]].astype("int64")
+    for c in columns:
+        k = count[c].to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            half = t.ppf(0.5 + 0.5 * confidence, k - 1) * std[c].to_numpy() / np.sqrt(k)
+        out[c], out[f"{c}_lo"], out[f"{c}_hi"] = mean[c], mean[c] - half, mean[c] + half
+    return out.reset_index()

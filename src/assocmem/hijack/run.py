@@ -8,9 +8,13 @@ Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make re
     chunks/chunk-00000.parquet ...   rows of `chunk_size` records each, written atomically when done;
                           a re-run with the same config skips them (an interrupted run loses at most
                           the chunk in progress)
-    rows.parquet          all rows: case_id, relation_id, scheme, n, mode, logp_true, logp_false,
-                          hijacked, true_preferred, [logp_true:<m>, logp_false:<m>, hijacked:<m> per
-                          extra mode m], prompt (the exact string scored, before " " + target)
+    rows.parquet          all rows: case_id, relation_id, subject, target_true, target_false,
+                          target_mismatched (the mismatched controls' target), scheme, n, mode,
+                          logp_true, logp_false, hijacked, true_preferred, rank_true, rank_false (rank of
+                          each target's first token among the next tokens, 1 = top-1, in every mode),
+                          known, known_p50 (the record's n = 0 status under metrics.KNOWN_RULES "top1"
+                          and "p50"), [logp_true:<m>, logp_false:<m>, hijacked:<m> per extra mode m],
+                          prompt (the exact string scored, before " " + target)
     summary.json          shares with 95% CIs per scheme × n and per relation × scheme × n, each
                           scheme's direction, skipped records with reasons
     rates.png             share vs n per scheme (Fig. 2 style)
@@ -27,9 +31,11 @@ from assocmem.config import Composed, check_int_range, flat_dict, from_flat, opt
 from assocmem.errors import ConfigError
 from assocmem.hijack import distributed as D
 from assocmem.hijack.counterfact import BadRecord, CounterFactSelection, Record
-from assocmem.hijack.metrics import decide, directions, rates
+from assocmem.hijack.controls import with_mismatched_targets
+from assocmem.hijack.metrics import KNOWN_RULES, decide, directions, known, rates
 from assocmem.hijack.schemes import Scheme, get_scheme, prompt_parts, sentence
-from assocmem.hijack.scoring import Batching, ScoringConfig, collect, encode_pairs, plan_requests, score_plan
+from assocmem.hijack.scoring import (Batching, ScoringConfig, collect, collect_ranks, encode_pairs, plan_requests,
+                                     score_plan)
 from assocmem.io import read_json, write_json, write_parquet
 from assocmem.models.packing import PackingStats
 from assocmem.models.spec import ModelSpec
@@ -137,6 +143,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         raise ConfigError(error)
 
     loaded, records = config.data.load()
+    records = with_mismatched_targets(records, loaded.records)   # chosen from the whole file, not the sample
     skipped = [{"case_id": c, "scheme": None, "reason": r, "kind": k} for c, r, k in _kinds(loaded.skipped)]
     if lm is None:
         lm = config.lm.load(device=D.device_for_rank(config.lm.device, ctx))
@@ -293,9 +300,15 @@ def _score_chunk(lm, items: list[WorkItem], plan, config: HijackConfig, ctx: D.D
     for m in config.scoring.extra_modes:
         t, f = collect(plan, results, m)
         extra.update({f"logp_true:{m}": t.numpy(), f"logp_false:{m}": f.numpy(), f"hijacked:{m}": (f > t).numpy()})
-    return pd.DataFrame({
+    rank_true, rank_false = collect_ranks(plan, results)
+    first_true, _ = collect(plan, results, "first-token")   # the p50 rule reads the first token in every mode
+    rows = pd.DataFrame({
         "case_id": pd.Series([it.record.case_id for it in items], dtype="int64"),
         "relation_id": [it.record.relation_id for it in items],
+        "subject": [it.record.subject for it in items],
+        "target_true": [it.record.target_true for it in items],
+        "target_false": [it.record.target_false for it in items],
+        "target_mismatched": [it.record.target_mismatched for it in items],
         "scheme": [it.scheme for it in items],
         "n": pd.Series([it.n for it in items], dtype="int64"),
         "mode": config.scoring.mode,
@@ -303,9 +316,25 @@ def _score_chunk(lm, items: list[WorkItem], plan, config: HijackConfig, ctx: D.D
         "logp_false": logp_false.numpy(),
         "hijacked": hijacked.numpy(),
         "true_preferred": true_preferred.numpy(),
+        "rank_true": rank_true.numpy(),
+        "rank_false": rank_false.numpy(),
         **extra,
         "prompt": [it.prompt for it in items],      # the exact string scored (before the target)
-    }), stats
+    })
+    return with_known(rows, first_true.numpy()), stats
+
+
+def with_known(rows: pd.DataFrame, first_logp_true) -> pd.DataFrame:
+    """`rows` (every n of each record, n = 0 included) with the record's n = 0 status under both known-fact
+    rules (metrics.KNOWN_RULES) as columns `known` ("top1", the headline) and `known_p50`; `first_logp_true`
+    is each row's first-token log P(true). The n = 0 prompt is the record's own, whatever the scheme."""
+    at0 = rows.assign(first=first_logp_true)[rows["n"] == 0].drop_duplicates("case_id").set_index("case_id")
+    status = pd.DataFrame({"known": known(at0["rank_true"], at0["first"], "top1"),
+                           "known_p50": known(at0["rank_true"], at0["first"], "p50")}, index=at0.index)
+    out = rows.join(status, on="case_id")
+    columns = list(rows.columns)
+    at = columns.index("rank_false") + 1
+    return out[columns[:at] + ["known", "known_p50"] + columns[at:]]
 
 
 def summarise(rows: pd.DataFrame, config: HijackConfig, model_name: str, n_records: int,
@@ -327,16 +356,24 @@ def summarise(rows: pd.DataFrame, config: HijackConfig, model_name: str, n_recor
         "records_per_scheme": {s: int(rows.loc[(rows["scheme"] == s) & (rows["n"] == 0)].shape[0])
                                for s in config.schemes} if len(rows) else {},
         "max_n": config.max_n,
-        "shares": {"hijacked_share": "P(target_false) > P(target_true): the efficacy score (ES) as the seed defines it",
+        "shares": {"hijacked_share": "P(target_false) > P(target_true): the efficacy score (ES) of the paper",
                    "true_preferred_share": "P(target_true) > P(target_false)"},
-        "schemes": {s.name: {"description": s.description, "mentions": s.mentions, "expected": s.expected}
-                    for s in config.scheme_objects},
+        "known_records": _known_counts(rows),
+        "schemes": {s.name: {"description": s.description, "mentions": s.mentions, "expected": s.expected,
+                             "control_of": s.control_of} for s in config.scheme_objects},
         "directions": directions(table) if len(table) else {},
         "rates": table.to_dict(orient="records"),
         "per_relation": per_relation.to_dict(orient="records"),
         "skipped": {"count": len(skipped), "by_scheme": by_scheme, "by_reason": by_reason, "items": skipped},
         "config": to_dict(config),
     }
+
+
+def _known_counts(rows: pd.DataFrame) -> dict:
+    """Records known at n = 0 under each rule of metrics.KNOWN_RULES, of the records scored."""
+    at0 = rows[rows["n"] == 0].drop_duplicates("case_id") if len(rows) else rows
+    return {"records": int(len(at0)), "top1": int(at0["known"].sum()) if len(at0) else 0,
+            "p50": int(at0["known_p50"].sum()) if len(at0) else 0, "rules": KNOWN_RULES}
 
 
 def check_targets(tokenizer, records: list[Record], mode: str, skip_bad: bool, skipped: list[dict]) -> list[Record]:
@@ -484,7 +521,9 @@ def _chunk_path(chunk_dir: Path, c: int) -> Path:
 
 def _empty_rows() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in (
-        ("case_id", "int64"), ("relation_id", "str"), ("scheme", "str"), ("n", "int64"), ("mode", "str"),
+        ("case_id", "int64"), ("relation_id", "str"), ("subject", "str"), ("target_true", "str"),
+        ("target_false", "str"), ("target_mismatched", "str"), ("scheme", "str"), ("n", "int64"), ("mode", "str"),
         ("logp_true", "float64"), ("logp_false", "float64"), ("hijacked", "bool"), ("true_preferred", "bool"),
+        ("rank_true", "int64"), ("rank_false", "int64"), ("known", "bool"), ("known_p50", "bool"),
         ("prompt", "str"))})
 

@@ -10,27 +10,36 @@ template (`relation_form`, from data/relation_templates.json). Placeholders a te
     {subject} {target_false} {target_true}   the record's fields
     {prompt}                                 the record's prompt with its subject filled in
     {assoc_false} {assoc_true}               a word associated with that target (data/associations.json)
+    {target_mismatched}                      another record's target of the same relation (hijack.controls)
 
 `reverse` vs `reverse-relation` are two entries on purpose: `reverse` repeats the record's own prompt
 completed with the truth ("Kharkiv is a twin city of Cincinnati."), so it works for every record and
 is the strongest "state the fact" context (the prompt itself, answered); `reverse-relation` states
 the truth in the relation template's words ("The twin city of Kharkiv is Cincinnati."), the exact
 positive twin of `relation`, so the two differ only in "not" and which target is named.
+
+Controls (`control_of` names the scheme each controls; hijack.controls says how they are built): a
+hijacking scheme's ES may rise because the false target is primed, or because any extra sentence
+disturbs recall. `not-think-mismatched` and `relation-mismatched` are `not-think` and `relation` naming
+another record's target of the same relation; `neutral` is a sentence of the not-think sentence's
+length (six tokens for a one-token target) naming no target. `neutral` controls `not-think` only: a
+relation sentence is about twice as long and names the subject, so a neutral sentence is no like-for-like
+control for it. No control sentence contains either of its record's targets (whole word, any case).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import string
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from assocmem.errors import ConfigError, did_you_mean
+from assocmem.hijack.controls import mentions_word, names_target
 from assocmem.hijack.counterfact import BadRecord, Record
 
-PLACEHOLDERS = ("subject", "target_false", "target_true", "prompt", "assoc_false", "assoc_true")
+PLACEHOLDERS = ("subject", "target_false", "target_true", "prompt", "assoc_false", "assoc_true", "target_mismatched")
 _DATA = Path(__file__).resolve().parent.parent / "data"
 EXPECTED = ("hijack", "recall")  # hijack: raises hijacked_share; recall: raises true_preferred_share
 
@@ -41,8 +50,9 @@ class Scheme:
     description: str
     sentence: str | None = None          # one template for every record, or
     relation_form: str | None = None     # "negative" | "positive": the relation's template, filled with `mentions`
-    mentions: str | None = "target_false"  # target_false | target_true | both | None: which target the sentence names
+    mentions: str | None = "target_false"  # target_false | target_true | target_mismatched | both | None: which target the sentence names
     expected: str | None = None          # hijack | recall | None (direction not assumed; measure it)
+    control_of: str | None = None        # the hijacking scheme this one controls (same records, paired)
 
 
 SCHEMES: dict[str, Scheme] = {}
@@ -79,7 +89,7 @@ def template_scheme(template: str) -> Scheme:
     names_false = {"target_false", "assoc_false"} & fields
     names_true = {"target_true", "assoc_true"} & fields
     mentions = "both" if names_false and names_true else "target_false" if names_false else \
-        "target_true" if names_true else None
+        "target_true" if names_true else "target_mismatched" if "target_mismatched" in fields else None
     return Scheme("template", f"user template: {template}", sentence=template, mentions=mentions)
 
 
@@ -123,10 +133,6 @@ def associate(word: str) -> str | None:
     return None
 
 
-def _mentions_word(text: str, word: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE) is not None
-
-
 def sentence(record: Record, scheme: Scheme) -> str:
     """The scheme's sentence for `record`; BadRecord when the record cannot have one."""
     if scheme.relation_form is not None:
@@ -134,11 +140,14 @@ def sentence(record: Record, scheme: Scheme) -> str:
         if forms is None:
             raise BadRecord(record.case_id, f"relation {record.relation_id} has no template for scheme {scheme.name!r}",
                             "no-template")
-        target = record.target_true if scheme.mentions == "target_true" else record.target_false
-        return forms[scheme.relation_form].format(subject=record.subject, target=target)
+        target = (record.target_true if scheme.mentions == "target_true" else _mismatched(record, scheme)
+                  if scheme.mentions == "target_mismatched" else record.target_false)
+        return _checked(forms[scheme.relation_form].format(subject=record.subject, target=target), record, scheme)
     values = {"subject": record.subject, "target_false": record.target_false, "target_true": record.target_true,
               "prompt": record.filled_prompt}
     fields = {f for _, f, _, _ in string.Formatter().parse(scheme.sentence) if f}
+    if "target_mismatched" in fields:
+        values["target_mismatched"] = _mismatched(record, scheme)
     for side in ("false", "true"):
         if f"assoc_{side}" in fields:
             target = getattr(record, f"target_{side}")
@@ -147,11 +156,27 @@ def sentence(record: Record, scheme: Scheme) -> str:
                 raise BadRecord(record.case_id, f"no associated word for target_{side} {target!r} "
                                 f"(relation {record.relation_id}; see data/associations.json)", "no-association")
             for other in (record.target_false, record.target_true):
-                if _mentions_word(word, other):
+                if mentions_word(word, other):
                     raise BadRecord(record.case_id, f"associated word {word!r} for target_{side} names "
                                     f"a target ({other!r}) itself", "association-names-target")
             values[f"assoc_{side}"] = word
-    return scheme.sentence.format(**values)
+    return _checked(scheme.sentence.format(**values), record, scheme)
+
+
+def _mismatched(record: Record, scheme: Scheme) -> str:
+    if record.target_mismatched is None:
+        raise BadRecord(record.case_id, f"no other target of relation {record.relation_id} can stand in for its "
+                        f"targets in scheme {scheme.name!r} (hijack.controls)", "no-mismatched-target")
+    return record.target_mismatched
+
+
+def _checked(text: str, record: Record, scheme: Scheme) -> str:
+    """A control's sentence, refused where it contains either of the record's targets (e.g. a subject
+    that holds the true target's name, in a relation sentence)."""
+    if scheme.control_of is not None and names_target(text, record):
+        raise BadRecord(record.case_id, f"the control sentence {text!r} of scheme {scheme.name!r} names a target",
+                        "control-names-target")
+    return text
 
 
 def prompt_parts(record: Record, scheme: Scheme, n: int) -> tuple[str, str]:
@@ -170,7 +195,9 @@ def build_prompt(record: Record, scheme: Scheme, n: int) -> str:
     return prompt_parts(record, scheme, n)[1]
 
 
-# Built-in entries (issue 3 and the appendix variants of issue 7).
+NEUTRAL_SENTENCE = "This is a plain sentence."
+
+# Built-in entries: the paper's schemes, its appendix variants, and the controls.
 for _s in (
     Scheme("not-think", "Do not think of {target_false}. (paper's scheme 1, Fig. 2a)",
            sentence="Do not think of {target_false}.", expected="hijack"),
@@ -187,5 +214,13 @@ for _s in (
            "target itself (paper appendix, P1412)", sentence="Do not think of {assoc_false}."),
     Scheme("associated-reverse", "Do not think of {assoc_true}: a word associated with target_true",
            sentence="Do not think of {assoc_true}.", mentions="target_true"),
+    Scheme("not-think-mismatched", "Control of not-think: 'Do not think of {target_mismatched}.', another record's "
+           "target of the same relation", sentence="Do not think of {target_mismatched}.",
+           mentions="target_mismatched", control_of="not-think"),
+    Scheme("relation-mismatched", "Control of relation: the relation's negative sentence naming another record's "
+           "target of the same relation", relation_form="negative", mentions="target_mismatched",
+           control_of="relation"),
+    Scheme("neutral", f"Control of not-think: '{NEUTRAL_SENTENCE}', as long, naming no target",
+           sentence=NEUTRAL_SENTENCE, mentions=None, control_of="not-think"),
 ):
     register_scheme(_s)

@@ -9,6 +9,10 @@ with the tokenizer's own special prefix (Gemma/Llama prepend BOS; GPT-2 adds not
     mode="mean-target":  the same sum divided by the target's token count: ROME's efficacy rule
                          (`test_batch_prediction` compares mean per-token NLLs)
 
+In every mode the scorer also returns the rank of each target's first token among the model's next
+tokens at the prompt's end (1 + the number of logits above it; 1 = the model's top-1 answer): whether
+the model knows the fact with no distractor, and whether a hijack makes the false target its answer.
+
 Tokenisation: context and continuation are tokenised together and split at the context's length
 (lm-eval `_encode_pair`), because tokenising " Paris" alone can differ from how it tokenises after
 the prompt. Identical requests (e.g. n = 0 under every scheme) are scored once.
@@ -30,7 +34,7 @@ import torch
 
 from assocmem.config import check_choice, check_int_range, option
 from assocmem.errors import ConfigError, bad_option
-from assocmem.models.packed_forward import forward_rows, read_positions, token_logprobs
+from assocmem.models.packed_forward import forward_rows, read_positions, to_device, token_scores
 from assocmem.models.packing import PackingStats, Segment, iter_layouts, plan_batches, share_prefixes
 
 MODES = ("first-token", "full-target", "mean-target")
@@ -214,11 +218,14 @@ def resolve_batch_tokens(batch_tokens: int | None, device) -> int:
 
 def score_plan(lm, plan: ScoringPlan, batch_tokens: int | None = None, row_tokens: int = DEFAULT_ROW_TOKENS,
                progress: bool = False, shard: tuple[int, int] = (0, 1), bar=None,
-               stats: PackingStats | None = None) -> dict[int, list[float]]:
+               stats: PackingStats | None = None) -> dict[int, list[tuple[float, float, int]]]:
     """Run the forwards of `plan` (this rank's share: every world-th segment, longest first).
 
-    Returns {request index: [(summed log-prob, first token's log-prob) per gather]}. `bar`: an outer tqdm bar to advance
-    (per request) instead of a bar of its own; `stats`: a PackingStats to add this call's counts to.
+    Returns {request index: [(summed log-prob, first token's log-prob, first token's rank) per gather]}
+    (rank 1 = the model's top-1 next token at the read position). The batches' results stay on the
+    device until every batch is queued and are read back once (one host synchronisation per call, not
+    per batch). `bar`: an outer tqdm bar to advance (per request) instead of a bar of its own; `stats`:
+    a PackingStats to add this call's counts to.
     """
     budget = resolve_batch_tokens(batch_tokens, lm.device)
     check_int_range("--row-tokens", row_tokens, 1)
@@ -230,22 +237,35 @@ def score_plan(lm, plan: ScoringPlan, batch_tokens: int | None = None, row_token
         from tqdm.auto import tqdm
 
         bar = tqdm(total=batches.stats.requests, desc="scoring", unit="prompt", leave=False)
-    out: dict[int, list[float]] = {}
+    parts, order = [], []
     for packed, members in iter_layouts(plan.requests, batches, pad_token(lm.tokenizer)):
-        out.update(_score_rows(lm, plan, packed, members))
+        parts.append(_score_rows(lm, plan, packed, members))
+        order += members
         if bar is not None:
             bar.update(len(members))
     if own_bar:
         bar.close()
+    values = _to_host(parts)
+    out: dict[int, list[tuple[float, float, int]]] = {}
+    s = 0
+    for r in order:
+        out[r] = [(total, first, int(rank)) for total, first, rank in values[s:s + len(plan.gathers[r])]]
+        s += len(plan.gathers[r])
     return out
+
+
+def _to_host(parts: list[torch.Tensor]) -> list[list[float]]:
+    """Every batch's (gathers, 3) results as host lists: the one synchronisation of `score_plan`."""
+    return torch.cat(parts).tolist() if parts else []
 
 
 def pad_token(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def _score_rows(lm, plan: ScoringPlan, packed, members: list[int]) -> dict[int, list[tuple[float, float]]]:
-    """One packed forward: every gather of every member request, (sum, first token) per gather."""
+def _score_rows(lm, plan: ScoringPlan, packed, members: list[int]) -> torch.Tensor:
+    """One packed forward: (gathers of the members in order, 3) float64 on the device, per gather its
+    summed log-prob, its first token's log-prob and that token's rank. Queued, not read back."""
     counts = [max(len(g) for g in plan.gathers[r]) for r in members]
     read_r, read_c = read_positions(packed, members, counts)
     # Each gather g of request r reads the last len(g) of r's read positions, one token each.
@@ -260,18 +280,17 @@ def _score_rows(lm, plan: ScoringPlan, packed, members: list[int]) -> dict[int, 
             n_gathers += 1
         start += k
     hidden = forward_rows(lm, packed, read_r, read_c).hidden
-    logp = token_logprobs(lm, hidden, torch.tensor(read_idx), torch.tensor(tokens))
+    is_first = np.zeros(len(tokens), dtype=bool)
+    is_first[firsts] = True                          # only first tokens are ranked (the known rule, the flip)
+    logp, rank = token_scores(lm, hidden, np.array(read_idx, dtype=np.int64), np.array(tokens, dtype=np.int64),
+                              ranked=is_first)
     sums = torch.zeros(n_gathers, dtype=torch.float64, device=logp.device)
-    sums.index_add_(0, torch.tensor(which, device=logp.device), logp)
-    pairs = list(zip(sums.tolist(), logp[torch.tensor(firsts, device=logp.device)].tolist()))
-    out, s = {}, 0
-    for r in members:
-        out[r] = pairs[s:s + len(plan.gathers[r])]
-        s += len(plan.gathers[r])
-    return out
+    sums.index_add_(0, to_device(np.array(which, dtype=np.int64), logp.device), logp)
+    first = to_device(np.array(firsts, dtype=np.int64), logp.device)
+    return torch.stack([sums, logp[first], rank[first].double()], dim=1)
 
 
-def collect(plan: ScoringPlan, results: dict[int, list[tuple[float, float]]],
+def collect(plan: ScoringPlan, results: dict[int, list[tuple]],
             mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(logp_true, logp_false), each (N,), in the original order of the triples, under `mode`
     (default: the plan's): first-token reads the first token of each gather, full-target the sum,
@@ -284,7 +303,7 @@ def collect(plan: ScoringPlan, results: dict[int, list[tuple[float, float]]],
         raise ValueError("a first-token plan has no full-target values: plan with mode='full-target'")
 
     def value(r: int, g: int) -> float:
-        total, first = results[r][g]
+        total, first = results[r][g][:2]
         if mode == "first-token":
             return first
         return total / len(plan.gathers[r][g]) if mode == "mean-target" else total
@@ -292,6 +311,34 @@ def collect(plan: ScoringPlan, results: dict[int, list[tuple[float, float]]],
     vals = torch.tensor([[value(r, g) for (r, g) in pair] for pair in plan.index], dtype=torch.float64)
     vals = vals.reshape(len(plan.index), 2)
     return vals[:, 0].clone(), vals[:, 1].clone()
+
+
+def collect_ranks(plan: ScoringPlan, results: dict[int, list[tuple[float, float, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rank_true, rank_false), each (N,) int64 in the original order of the triples: the rank of each
+    target's first token among the model's next tokens at the read position (1 = top-1), in every mode."""
+    ranks = torch.tensor([[results[r][g][2] for (r, g) in pair] for pair in plan.index], dtype=torch.int64)
+    ranks = ranks.reshape(len(plan.index), 2)
+    return ranks[:, 0].clone(), ranks[:, 1].clone()
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Both targets' log-probabilities (under the mode asked) and their first tokens' ranks, (N,) each."""
+
+    logp_true: torch.Tensor
+    logp_false: torch.Tensor
+    rank_true: torch.Tensor
+    rank_false: torch.Tensor
+
+
+def score_with_ranks(lm, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
+                     mode: str = "first-token", batch_tokens: int | None = None, progress: bool = False,
+                     groups: Sequence[Hashable] | None = None, shared: Sequence[str] | None = None,
+                     row_tokens: int = DEFAULT_ROW_TOKENS) -> Scores:
+    """`score_targets` and the first tokens' ranks, from the same forwards."""
+    plan = plan_requests(lm.tokenizer, prompts, targets_true, targets_false, mode, groups, shared)
+    results = score_plan(lm, plan, batch_tokens=batch_tokens, row_tokens=row_tokens, progress=progress)
+    return Scores(*collect(plan, results), *collect_ranks(plan, results))
 
 
 def score_targets(lm, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
@@ -303,8 +350,9 @@ def score_targets(lm, prompts: Sequence[str], targets_true: Sequence[str], targe
     `groups` / `shared` let prompts that repeat each other's leading sentences share them (see
     `plan_requests`); the numbers do not depend on them.
     """
-    plan = plan_requests(lm.tokenizer, prompts, targets_true, targets_false, mode, groups, shared)
-    return collect(plan, score_plan(lm, plan, batch_tokens=batch_tokens, row_tokens=row_tokens, progress=progress))
+    scores = score_with_ranks(lm, prompts, targets_true, targets_false, mode, batch_tokens, progress, groups, shared,
+                              row_tokens)
+    return scores.logp_true, scores.logp_false
 
 
 def token_counts(plan: ScoringPlan) -> np.ndarray:

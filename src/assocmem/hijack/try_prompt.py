@@ -1,6 +1,11 @@
 """`assocmem hijack try`: the paper's Fig. 1 for any fact a user types.
 
     rows = try_prompt(lm, "The Eiffel Tower is in the city of", "Paris", "Chicago", max_n=3)
+    print(knowledge_line(rows, "Paris"))   # does the model know the fact with no distractor?
+
+The paper's claim is about facts a model knows being given up: before the hijack, `knowledge_line`
+says whether the typed fact is one (the true target's first token is the model's top-1 next token at
+n = 0, the headline rule of the benchmark, `hijack.metrics.KNOWN_RULES`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class TryRow:
     top: list[tuple[str, float]]   # (decoded token, probability), most likely first
     p_true: float
     p_false: float
+    rank_true: int                 # rank of the true target's first token among the next tokens (1 = top-1)
+    rank_false: int                # the same for the false target
 
 
 def user_record(text: str, target_true: str, target_false: str, subject: str | None = None,
@@ -79,7 +86,7 @@ def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str =
     """For n = 0..max_n: the hijacked prompt, its top-k next tokens, and P(target_true), P(target_false)
     (first token, or the whole target with mode="full-target") — the paper's Fig. 1 for one fact."""
     from assocmem.hijack.schemes import get_scheme, prompt_parts
-    from assocmem.hijack.scoring import score_targets
+    from assocmem.hijack.scoring import score_with_ranks
 
     check_int_range("--max-n", max_n, 0)
     check_int_range("--top-k", top_k, 1)
@@ -92,15 +99,34 @@ def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str =
     trace = D.trace_last_position(lm, prompts, attention=False, groups=[0] * len(prompts))
     logp = D.final_logprobs(lm, trace.resid)  # (prompt, d_vocab)
     top = logp.exp().topk(top_k, dim=-1)
-    lp_true, lp_false = score_targets(lm, prompts, [record.target_true] * len(prompts),
-                                      [record.target_false] * len(prompts), mode=mode,
-                                      groups=[0] * len(prompts), shared=shared)
+    scores = score_with_ranks(lm, prompts, [record.target_true] * len(prompts), [record.target_false] * len(prompts),
+                              mode=mode, groups=[0] * len(prompts), shared=shared)
     rows = []
     for n, prompt in enumerate(prompts):
         tokens = [lm.tokenizer.decode([int(t)]) for t in top.indices[n]]
         rows.append(TryRow(n=n, prompt=prompt, top=list(zip(tokens, top.values[n].tolist())),
-                           p_true=math.exp(float(lp_true[n])), p_false=math.exp(float(lp_false[n]))))
+                           p_true=math.exp(float(scores.logp_true[n])), p_false=math.exp(float(scores.logp_false[n])),
+                           rank_true=int(scores.rank_true[n]), rank_false=int(scores.rank_false[n])))
     return rows
+
+
+def knowledge_line(rows: list[TryRow], target_true: str) -> str:
+    """Whether the model knows the fact with no distractor (n = 0), in words: the rank of the true target's
+    first token, and the benchmark's headline rule (top-1) applied to it."""
+    from assocmem.hijack.metrics import KNOWN_RULES
+
+    at0 = rows[0]
+    rank = f"{at0.rank_true}{_ordinal(at0.rank_true)}"
+    if at0.rank_true == 1:
+        verdict = "it knows this fact"
+    else:
+        verdict = "it does not know this fact, so what follows moves a fact it did not recall"
+    return (f"At n = 0 the model ranks the first token of {target_true!r} {rank} among its next tokens: {verdict} "
+            f"(rule: {KNOWN_RULES['top1']}).")
+
+
+def _ordinal(k: int) -> str:
+    return "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
 
 
 def _p(p: float) -> str:

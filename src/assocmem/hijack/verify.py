@@ -109,7 +109,10 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
         raise ConfigError(f"{folder} was scored with another tokenizer ({recorded_tok[:12]}…) than {lm.name} has here "
                           f"({tokenizer_fingerprint(lm)[:12]}…), e.g. another transformers version's GGUF conversion: "
                           "its rows cannot be re-checked with this one")
-    records = {r.case_id: r for r in load_counterfact(path, skip_bad=True).records}
+    from assocmem.hijack.controls import with_mismatched_targets
+
+    loaded = load_counterfact(path, skip_bad=True).records
+    records = {r.case_id: r for r in with_mismatched_targets(loaded, loaded)}   # as run_hijack chose them
     picked = rows.sample(n=min(sample, len(rows)), random_state=np.random.RandomState(seed)).sort_index()
     items = []
     for row in picked.itertuples():

@@ -33,6 +33,18 @@ BUNDLED = ("gemma3-270m", "smollm2-135m")
 # The dtype the bundled models were trained and released in (their GGUFs are de-quantised to float32):
 # what --dtype auto takes for them on a GPU.
 NATIVE_DTYPE = {"gemma3-270m": "bfloat16", "smollm2-135m": "bfloat16"}
+# What each bundled model is: (model, GGUF quantisation type). Both are 4-bit GGUF checkpoints that
+# transformers de-quantises to float32 (`_cached_gguf`); tests/hijack/test_llm.py checks the type against
+# the GGUF's own `general.file_type`.
+BUNDLED_CHECKPOINTS = {"gemma3-270m": ("Gemma 3 270M", "Q4_K_M"), "smollm2-135m": ("SmolLM2-135M-Instruct", "Q4_1")}
+
+
+def checkpoint_description(name: str) -> str | None:
+    """What a bundled model is, in words (None for any other model)."""
+    if name not in BUNDLED_CHECKPOINTS:
+        return None
+    model, quant = BUNDLED_CHECKPOINTS[name]
+    return f"{model}, a 4-bit GGUF checkpoint ({quant}) de-quantised to float32"
 TINY_ARCHS = ("gpt2", "llama", "gemma3")
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

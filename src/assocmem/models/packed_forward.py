@@ -155,8 +155,8 @@ def forward_rows(lm, rows: Rows, read_rows: np.ndarray, read_cols: np.ndarray, *
     device = model.get_input_embeddings().weight.device
     backend = "eager" if attention else (backend or attention_backend(model))
     t = rows_to_device(rows, device)
-    rr = torch.as_tensor(read_rows, dtype=torch.long, device=device)
-    rc = torch.as_tensor(read_cols, dtype=torch.long, device=device)
+    rr = to_device(np.asarray(read_rows, dtype=np.int64), device)
+    rc = to_device(np.asarray(read_cols, dtype=np.int64), device)
     captured: list[torch.Tensor] = []
 
     def grab(x):
@@ -226,30 +226,72 @@ def _mask_edit_hooks(blocks, edit: Callable[[int, object], object]) -> list:
     return handles
 
 
-@torch.inference_mode()
-def token_logprobs(lm, hidden: torch.Tensor, read_index: torch.Tensor, tokens: torch.Tensor,
-                   chunk: int = 512) -> torch.Tensor:
-    """log P(tokens[j] | read read_index[j]) in float64, from the body's output `hidden` (R, d_model).
+def to_device(array, device) -> torch.Tensor:
+    """A host array on `device` without waiting for the device: the copy is queued (non_blocking), so a
+    caller can queue many forwards and read their results back once."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
 
-    The model's own unembedding (and final logit softcap) on the R read positions, chunked so that at
-    most `chunk` rows of vocabulary logits exist at once; each read's normaliser is computed once
-    however many tokens are scored there (both targets in first-token mode).
+
+@torch.inference_mode()
+def token_scores(lm, hidden: torch.Tensor, read_index, tokens, ranked=None,
+                 chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log P(tokens[j] | read read_index[j]) in float64, the rank of tokens[j] there in int64), from the
+    body's output `hidden` (R, d_model); both on the unembedding's device.
+
+    The rank is 1 + the number of vocabulary entries whose logit is strictly above the token's: 1 is the
+    model's top-1 next token (a tie shares the better rank). It is computed where `ranked[j]` (a host
+    boolean array; default every token) and is 0 elsewhere. The model's own unembedding (and final logit
+    softcap) runs on the R read positions, `chunk` rows of vocabulary logits at a time; each read's
+    normaliser is computed once however many tokens are scored there (both targets in first-token mode),
+    and the ranks of the tokens read at one position take one pass over its logits per token, with no copy.
+
+    `read_index`, `tokens` and `ranked` are host arrays (numpy or CPU tensors): the chunks are cut on the
+    host and nothing here reads a device value back (no boolean-mask indexing, no `.item()`), so a batch
+    adds no host synchronisation.
     """
     parts = find_parts(lm.model)
     W_U = parts.W_U
     head_device = device_of(W_U, hidden.device)
-    read_index = read_index.to(head_device)
-    tokens = tokens.to(head_device)
-    out = torch.empty(len(tokens), dtype=torch.float64, device=head_device)
-    for s in range(0, hidden.shape[0], chunk):
+    read_index = np.asarray(read_index, dtype=np.int64)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    ranked = np.ones(len(tokens), dtype=bool) if ranked is None else np.asarray(ranked, dtype=bool)
+    order = np.argsort(read_index, kind="stable")                        # tokens by read, on the host
+    edges = np.searchsorted(read_index[order], np.arange(0, hidden.shape[0] + chunk, chunk))
+    logp = torch.empty(len(tokens), dtype=torch.float64, device=head_device)
+    rank = torch.zeros(len(tokens), dtype=torch.int64, device=head_device)
+    for c, s in enumerate(range(0, hidden.shape[0], chunk)):
+        sel = order[edges[c]:edges[c + 1]]                               # the tokens read in this chunk
+        if not len(sel):
+            continue
         logits = W_U(hidden[s:s + chunk].to(head_device)).float()       # (chunk, d_vocab)
         if parts.softcap is not None:
             logits = torch.tanh(logits / parts.softcap) * parts.softcap
         log_z = torch.logsumexp(logits, dim=-1)                         # (chunk,)
-        sel = (read_index >= s) & (read_index < s + chunk)
-        local = read_index[sel] - s
-        out[sel] = (logits[local, tokens[sel]] - log_z[local]).double()
-    return out
+        local, dest = to_device(read_index[sel] - s, head_device), to_device(sel, head_device)
+        target = logits[local, to_device(tokens[sel], head_device)]      # (k,) each token's logit
+        logp[dest] = (target - log_z[local]).double()
+        _ranks_into(rank, logits, target, read_index[sel] - s, sel, ranked[sel])
+    return logp, rank
+
+
+def _ranks_into(rank: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, rows: np.ndarray, dest: np.ndarray,
+                wanted: np.ndarray) -> None:
+    """rank[dest[i]] = 1 + #(logits[rows[i]] > target[i]) where wanted[i]. `rows` is sorted: the tokens of one
+    read are consecutive, and the j-th token of every read (its slot) is counted in one pass over the
+    chunk's logits, against a threshold per row (+inf where a row has no j-th token)."""
+    idx = np.flatnonzero(wanted)
+    if not len(idx):
+        return
+    first = np.searchsorted(rows[idx], rows[idx], side="left")          # where each token's read starts
+    slot = np.arange(len(idx)) - first
+    device = logits.device
+    for j in range(int(slot.max()) + 1):
+        mine = idx[slot == j]                                            # at most one token per row
+        at = to_device(rows[mine], device)
+        threshold = torch.full((logits.shape[0],), float("inf"), device=device)
+        threshold[at] = target[to_device(mine, device)]
+        above = (logits > threshold[:, None]).sum(dim=-1, dtype=torch.int32)   # (chunk,); int32: 1.5× faster on CPU
+        rank[to_device(dest[mine], device)] = above[at].long() + 1
 
 
 def read_positions(rows: Rows, sequences: Sequence[int], counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
