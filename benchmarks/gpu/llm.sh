@@ -5,7 +5,7 @@
 source "$(dirname "$0")/env.sh"
 cd $REPO
 bash benchmarks/gpu/install_models.sh > $LOGS/install.log 2>&1 || { touch $W/LLM_DONE; exit 1; }
-LLM_IDS="fig1,hijack-sample,fig2a,fig2b,appB-reverse,appB-associated,appB-table,atlas,diagnostics,mechanism${EXTRA_LLM_IDS}"
+LLM_IDS="fig1,hijack-sample,fig2a,hijack-known,fig2b,appB-reverse,appB-associated,appB-table,atlas,diagnostics,mechanism${EXTRA_LLM_IDS}"
 Q="--schemes not-think relation reverse reverse-not-think reverse-relation associated associated-reverse --max-n 5 --per-relation 2 --skip-bad --counterfact $CF --device cuda --quiet"
 step() { echo "== $1 $(date +%T)"; }
 {

@@ -87,8 +87,8 @@ def known_claims(rates: pd.DataFrame, flips: pd.DataFrame, schemes: tuple[str, .
                            f"({int(r['hijacked'])} of {int(r['records'])} known facts, of {int(every['records'])} records); "
                            f"flip rate {fmt(f.iloc[0]['flip_share'])}; all records: ES {fmt(every['hijacked_share'])}")
                 if not p50.empty:
-                    numbers += (f"; P > 0.5 rule: ES {fmt(p50.iloc[0]['hijacked_share'])} "
-                                f"({int(p50.iloc[0]['records'])} facts)")
+                    k50 = int(p50.iloc[0]["records"])
+                    numbers += f"; P > 0.5 rule: ES {fmt(p50.iloc[0]['hijacked_share'])} ({k50} fact{'s' * (k50 != 1)})"
             out.append(ClaimResult(
                 "hijack-overrides-known", ok,
                 f"`{scheme}`, {model}: on the facts the model knows (true target's first token its top-1 answer at "
@@ -209,6 +209,10 @@ def run_known(v: KnownView, ctx: Context) -> Result:
               "rates": rates.to_dict(orient="records"), "shifts": shifts.to_dict(orient="records")})
 
 
+def _style(control: str) -> str:
+    return ":" if control.endswith("mismatched") else "-."
+
+
 def plot_known(result: Result, folder: Path) -> list[Path]:
     """Per model: ES vs n on all records and on the known facts, beside the controls; Δ log P(true) and
     Δ log P(false) vs n (all records) for each scheme and control."""
@@ -220,14 +224,16 @@ def plot_known(result: Result, folder: Path) -> list[Path]:
         for i, scheme in enumerate(result.data["schemes"]):
             colour = f"C{i}"
             controls = [c for s, c in result.data["pairs"] if s == scheme]
-            for name, subset, style in [(scheme, ALL, "-"), (scheme, KNOWN, "--"), *((c, ALL, ":") for c in controls)]:
+            lines = [(scheme, ALL, "-"), (scheme, KNOWN, "--"), *((c, ALL, _style(c)) for c in controls)]
+            for name, subset, style in lines:
                 part = _at(rates, model=model, scheme=name, subset=subset).sort_values("n")
                 if part.empty:
                     continue
                 label = f"{name}, {'known facts (top-1)' if subset == KNOWN else 'all records'}"
                 es.plot(part["n"], part["hijacked_share"], style, color=colour, marker="o", ms=3, label=label)
-                es.fill_between(part["n"], part["hijacked_lo"], part["hijacked_hi"], color=colour, alpha=0.1)
-            for name, style in [(scheme, "-"), *((c, ":") for c in controls)]:
+                if name == scheme:   # bands for the scheme itself only: the controls' would hide it
+                    es.fill_between(part["n"], part["hijacked_lo"], part["hijacked_hi"], color=colour, alpha=0.1)
+            for name, style in [(scheme, "-"), *((c, _style(c)) for c in controls)]:
                 part = _at(shifts, model=model, scheme=name, subset=ALL).sort_values("n")
                 for side, marker in (("true", "v"), ("false", "^")):
                     dlogp.plot(part["n"], part[f"d_{side}"], style, color=colour, marker=marker, ms=4,
