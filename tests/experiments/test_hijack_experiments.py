@@ -78,4 +78,5 @@ def test_two_models_give_per_model_folders_claims_and_a_provenance_header(tmp_pa
     assert "- CounterFact: `" in report and "- model `tiny-random-gpt2`" in report
     folders = run_folders(tmp_path)
     assert {f.parent.name for f in folders} == {"hijack-sample"} and len(folders) == 2
-    assert verify_run(folders[0], sample=10, device="cpu")["same_decisions"] == 10
+    checked = verify_run(folders[0], sample=10, device="cpu")
+    assert checked["same_decisions"] == 10 == checked["same_ranks"]

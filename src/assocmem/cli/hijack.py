@@ -163,7 +163,9 @@ def verify(config: VerifyConfig) -> None:
         ok = r["same_decisions"] == r["rows_checked"] == r["within_tolerance"]
         failed += not ok
         typer.echo(f"{'ok  ' if ok else 'FAIL'} {run}: {r['same_decisions']}/{r['rows_checked']} same decisions, "
-                   f"{r['within_tolerance']}/{r['rows_checked']} within {config.tolerance:g}, max |Δ logp| "
+                   f"{r['within_tolerance']}/{r['rows_checked']} within {config.tolerance:g}, "
+                   + (f"{r['same_ranks']}/{r['rows_checked']} same ranks, " if r.get("same_ranks") is not None else "")
+                   + "max |Δ logp| "
                    f"{r['max_abs_dlogp']:.1e} ({r['model']}, {r['device']}, {r['dtype']}; fingerprints {r['fingerprints']})")
     if failed:
         raise typer.Exit(1)

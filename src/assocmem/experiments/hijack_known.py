@@ -145,7 +145,7 @@ def shift_rows(shifts: pd.DataFrame, ns: set[int]) -> list[dict]:
     every = shifts[(shifts["subset"] == ALL) & shifts["n"].isin(ns)]
     for r in every.sort_values(["scheme", "model", "n"]).itertuples():
         known = _at(shifts, model=r.model, scheme=r.scheme, n=r.n, subset=KNOWN)
-        for side, word in (("true", "suppression"), ("false", "priming")):
+        for side, word in (("true", "< 0: suppression"), ("false", "> 0: priming")):
             k = known.iloc[0] if len(known) else None
             out.append({"setting": f"{r.scheme}, n={r.n}", "model": r.model,
                         "quantity": f"Δ log P({side}) vs n = 0, all records ({word})",

@@ -4,7 +4,8 @@ A run folder (`assocmem hijack --out DIR`, or a hijacking experiment's folder of
 its config and the fingerprints of what it was computed from (provenance.py). Verify checks that the
 CounterFact file and the model at hand are those (by sha256; a run older than fingerprints is checked
 against the files its config names, and says so), scores `sample` of its (record, scheme, n) rows
-again with the same settings, and reports how many decisions agree and the largest |Δ log-prob|.
+again with the same settings, and reports how many decisions agree, the largest |Δ log-prob| and, for a
+run whose rows carry them, how many rows keep both first-token ranks.
 
     report = verify_run("results/quick/hijack-sample", sample=200)
     report["same_decisions"] == report["rows_checked"]
@@ -72,7 +73,7 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
     from assocmem.hijack.counterfact import load_counterfact
     from assocmem.hijack.run import WorkItem, config_from_dict, flat_dict_of, plan_items
     from assocmem.hijack.schemes import get_scheme, prompt_parts
-    from assocmem.hijack.scoring import collect, score_plan
+    from assocmem.hijack.scoring import collect, collect_ranks, score_plan
     from assocmem.models.llm import load_causal_lm
     from assocmem.provenance import counterfact_fingerprint, model_fingerprint, what_changed
 
@@ -119,7 +120,13 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
         shared, prompt = prompt_parts(records[int(row.case_id)], get_scheme(row.scheme, config.template), int(row.n))
         items.append(WorkItem(records[int(row.case_id)], row.scheme, int(row.n), prompt, shared))
     plan = plan_items(lm.tokenizer, items, config.scoring.planning_mode)
-    logp_true, logp_false = collect(plan, score_plan(lm, plan), config.scoring.mode)
+    results = score_plan(lm, plan)
+    logp_true, logp_false = collect(plan, results, config.scoring.mode)
+    same_ranks = None
+    if {"rank_true", "rank_false"} <= set(picked.columns):   # folders scored before ranks have none
+        rank_true, rank_false = collect_ranks(plan, results)
+        same_ranks = int(((picked["rank_true"].to_numpy() == rank_true.numpy()) &
+                          (picked["rank_false"].to_numpy() == rank_false.numpy())).sum())
     old_t, old_f = picked["logp_true"].to_numpy(), picked["logp_false"].to_numpy()
     new_t, new_f = logp_true.numpy(), logp_false.numpy()
     same = (np.sign(old_f - old_t) == np.sign(new_f - new_t))
@@ -129,6 +136,7 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
                             "against the files its config names",
             "rows": int(len(rows)), "rows_checked": int(len(picked)), "same_decisions": int(same.sum()),
             "within_tolerance": int((delta <= tolerance).sum()), "tolerance": tolerance,
+            "same_ranks": same_ranks,   # both first-token ranks equal (a near-tie may order differently elsewhere)
             "max_abs_dlogp": float(delta.max()) if len(delta) else 0.0}
 
 
