@@ -99,6 +99,7 @@ def test_try_relation_scheme_uses_the_subject_and_full_target_mode():
     (["--subject", "Louvre"], "--subject='Louvre'"),
     (["--scheme", "not-thnk"], "did you mean not-think"),
     (["--max-n", "-1"], "--max-n=-1"),
+    (["--scheme", "not-think-mismatched"], "another CounterFact record's target"),
 ])
 def test_try_bad_input_is_a_one_line_error(capsys, argv, message):
     code = main(["hijack", "try", FACT, "--true", "Paris", "--false", "Chicago", "--model", "tiny-random-gpt2",

@@ -91,6 +91,9 @@ def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str =
     check_int_range("--max-n", max_n, 0)
     check_int_range("--top-k", top_k, 1)
     entry = get_scheme(scheme, template)
+    if entry.mentions == "target_mismatched":
+        raise ConfigError(f"--scheme={scheme!r} names another CounterFact record's target, which a typed fact has "
+                          f"not: use {entry.control_of or 'not-think'} with that target as --false")
     names_subject = entry.relation_form is not None or "{subject}" in (entry.sentence or "")
     if names_subject and subject is None:
         raise ConfigError(f"--scheme={scheme!r} names the subject: pass --subject (a phrase of the prompt)")
