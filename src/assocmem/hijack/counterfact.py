@@ -36,7 +36,8 @@ class BadRecord(ConfigError):
 
     Raised as a one-line error, or with `--skip-bad` caught and counted as (case_id, reason), by
     `kind`: malformed | duplicate-case-id | no-template | no-association | association-names-target |
-    empty-target | equal-targets | shared-first-token.
+    no-mismatched-target | control-names-target (hijack.controls) | empty-target | equal-targets |
+    shared-first-token.
     """
 
     def __init__(self, case_id: object, reason: str, kind: str = "malformed"):
