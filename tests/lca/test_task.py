@@ -153,3 +153,19 @@ def test_sampler_draws_only_its_uniforms_so_a_fixed_target_keeps_the_stream():
 def test_extra_tokens_are_validated():
     with pytest.raises(ConfigError, match="extra_tokens"):
         LCAConfig(m=3, extra_tokens=-1)
+
+
+@pytest.mark.parametrize("omega", [0.5, 0.9, 1.0])
+def test_guide_table_lookup_is_exactly_binary_search(omega):
+    """The sampler's guide-table inverse CDF gives searchsorted's offset for every u, zero-probability offsets
+    (cluster neighbourhoods) included, on both of its paths (a few steps per slice, or binary search)."""
+    from assocmem.lca.task import Sampler
+
+    configs = [LCAConfig(m=6, L=3, omega=omega, beta=b, neighborhood=n) for b, n in ((1.0, "all"), (0.3, "cluster2"))]
+    sampler = Sampler(configs)
+    u = torch.rand(2, 50_000, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    u[:, :3] = torch.tensor([0.0, 1 - 2**-53, 0.5])  # the ends of [0, 1)
+    u[:, 3:3 + 64] = sampler.context_cdf  # exactly on CDF values (1.0 excluded below)
+    u = u.clamp(max=1 - 2**-53)
+    expected = torch.searchsorted(sampler.context_cdf, u, right=True)
+    assert torch.equal(sampler._context_offsets(u), expected)

@@ -39,6 +39,8 @@ from assocmem.errors import ConfigError
 Neighborhood = Literal["all", "hamming1", "cluster1", "cluster2"]
 NEIGHBORHOODS: tuple[str, ...] = ("all", "hamming1", "cluster1", "cluster2")
 MAX_M = 12  # V x V tables: m = 12 is 16.7 M entries (128 MiB in float64); m = 13 would be 4x that.
+GUIDE_BUCKETS = 4096  # equal slices of [0, 1) in the guide table of a context CDF (see Sampler._context_offsets)
+GUIDE_MAX_STEPS = 4  # at most this many CDF steps in a slice, else plain binary search
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,12 @@ class Sampler:
         index = torch.tensor([distinct.index(c) for c in configs], device=self.device)
         self.context_cdf = _cdf(torch.stack([t[0] for t in tables]))[index].contiguous()  # (E, V)
         self.query_cdf = _cdf(torch.stack([t[1] for t in tables]))[index].contiguous()  # (E, V)
+        # A guide table (Chen & Asau): for slice j of [0, 1), the first offset whose CDF exceeds j/K. A u in slice j
+        # has its offset between guide[j] and guide[j + 1]; `guide_steps` is the widest such gap.
+        grid = torch.arange(GUIDE_BUCKETS + 1, device=self.device, dtype=torch.float64) / GUIDE_BUCKETS
+        first = torch.searchsorted(self.context_cdf, grid.expand(len(configs), -1).contiguous(), right=True)
+        self.guide = first[:, :-1].contiguous()  # (E, K)
+        self.guide_steps = int((first[:, 1:] - first[:, :-1]).max())
 
     def draw(
         self, generators: Sequence[torch.Generator], batch_size: int, targets: torch.Tensor | None = None
@@ -188,12 +196,27 @@ class Sampler:
                          for g in generators]).to(self.device)  # (E, B, L+1): [target | L-1 context | query]
         # u < 1 and V is a power of two, so u * V is exact and below V.
         y = (u[..., 0] * V).long() if targets is None else targets.to(self.device).reshape(E, B)
-        # right=True: the first offset whose CDF exceeds u, never one of probability 0; a CDF ends at 1.0 > u.
-        context = torch.searchsorted(self.context_cdf, u[..., 1:L].reshape(E, -1).contiguous(), right=True)
-        context = context.view(E, B, L - 1)
+        # The first offset whose CDF exceeds u: never one of probability 0, and a CDF ends at 1.0 > u.
+        context = self._context_offsets(u[..., 1:L].reshape(E, -1)).view(E, B, L - 1)
         query = torch.searchsorted(self.query_cdf, u[..., L].contiguous(), right=True).view(E, B, 1)
         delta = torch.cat([context, query], dim=-1).clamp_(max=V - 1)  # (E, B, L)
         return y[..., None] ^ delta, y
+
+
+    def _context_offsets(self, u: torch.Tensor) -> torch.Tensor:
+        """(E, n): for each u, the first offset whose context CDF exceeds it (searchsorted(right=True)'s answer).
+
+        Start at the guide entry of u's slice and step forward while the CDF is ≤ u: at most `guide_steps`
+        steps, each one gather for all values at once (the mixture's uniform part makes every offset at least
+        (1 − omega)/V likely, so one step is typical); binary search over the whole table where a slice holds
+        many CDF steps (omega close to 1). Exactly the same offsets either way, much faster on a CPU.
+        """
+        if self.guide_steps > GUIDE_MAX_STEPS:
+            return torch.searchsorted(self.context_cdf, u.contiguous(), right=True)
+        index = self.guide.gather(1, (u * GUIDE_BUCKETS).long())  # u < 1 and K a power of two: slice < K
+        for _ in range(self.guide_steps):
+            index += self.context_cdf.gather(1, index) <= u
+        return index
 
 
 def sample_batch(
