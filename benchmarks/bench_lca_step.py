@@ -14,7 +14,9 @@ difference between the eager and the graph runs of the same seeds (the same numb
 atomic additions on a GPU); the old arm draws its samples by the older algorithm, so its weights differ.
 
     .venv/bin/python benchmarks/bench_lca_step.py --device cuda --m 8 --L 256 --d 128 --E 10
-    .venv/bin/python benchmarks/bench_lca_step.py --device cpu --m 5 --L 64 --d 64 --E 8 --steps 60 --no-record
+    .venv/bin/python benchmarks/bench_lca_step.py --device cpu --threads 1 --m 6 --L 128 --d 64 --E 8 --steps 60 --no-record
+
+On a shared CPU read the CPU time per step (printed beside the wall time): other processes stretch the wall time.
 
 Appends a row to benchmarks/RESULTS.md under "## LCA: one training step, old vs new path".
 """
@@ -50,6 +52,8 @@ def worker(args) -> dict:
     from assocmem.runtime import resolve_device
 
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     extra = {"capture": args.arm == "graph"} if "capture" in inspect.signature(train_models).parameters else {}
 
     def run(steps: int):
@@ -57,19 +61,20 @@ def worker(args) -> dict:
                           eval_every=steps, eval_samples=64, bayes=False)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = train_models(LCAConfig(m=args.m, L=args.L), ModelConfig(d=args.d), cfg, list(range(args.E)),
                               device=device, **extra)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return time.perf_counter() - start, result
+        return time.perf_counter() - start, time.process_time() - cpu, result
 
     run(4)  # one-time costs (CUDA context, kernel selection, lazy imports) in neither timed run
     short, long = max(1, args.steps // 10), args.steps
-    t_short, _ = run(short)
-    t_long, result = run(long)
+    t_short, c_short, _ = run(short)
+    t_long, c_long, result = run(long)
     out = {"arm": args.arm, "code": str(Path(inspect.getfile(train_models)).parent.parent),
-           "ms_per_step": (t_long - t_short) / (long - short) * 1e3, "t_short": t_short, "t_long": t_long}
+           "ms_per_step": (t_long - t_short) / (long - short) * 1e3, "t_short": t_short, "t_long": t_long,
+           "cpu_ms_per_step": (c_long - c_short) / (long - short) * 1e3}
     if args.weights_out:
         torch.save({k: v.cpu() for k, v in result.module.weights().items()}, args.weights_out)
     return out
@@ -79,7 +84,8 @@ def run_arm(src: Path, arm: str, args, weights_out: Path | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     cmd = [sys.executable, __file__, "--worker", "--arm", arm, "--device", args.device, "--steps", str(args.steps),
            "--m", str(args.m), "--L", str(args.L), "--d", str(args.d), "--E", str(args.E),
-           "--batch-size", str(args.batch_size)] + (["--weights-out", str(weights_out)] if weights_out else [])
+           "--batch-size", str(args.batch_size)] + (["--weights-out", str(weights_out)] if weights_out else []) \
+        + (["--threads", str(args.threads)] if args.threads else [])
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--E", type=int, default=10, help="models trained together")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (a shared CPU: 1, and read CPU time)")
     ap.add_argument("--baseline-ref", default="5af4dd5", help="git ref of the old code")
     ap.add_argument("--baseline-src", type=Path, default=None, help="the old code's src folder (instead of a ref)")
     ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     res = {"date": datetime.date.today().isoformat(), "device": args.device, "shape": [args.m, args.L, args.d, args.E,
            args.batch_size], "arms": arms, "eager_vs_graph_max_weight_diff": diff}
-    line = ", ".join(f"{k} {v['ms_per_step']:.2f} ms/step" for k, v in arms.items())
+    line = ", ".join(f"{k} {v['ms_per_step']:.2f} ms/step ({v['cpu_ms_per_step']:.2f} ms CPU)" for k, v in arms.items())
     print(f"m={args.m} L={args.L} d={args.d} E={args.E} B={args.batch_size} on {args.device}: {line}"
           + (f"; eager vs graph max |weight diff| {diff:.1e}" if diff is not None else ""))
     if args.out:
