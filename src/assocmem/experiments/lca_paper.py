@@ -244,7 +244,7 @@ def compared_result(runs: pd.DataFrame, claims: tuple[str, ...], data: dict) -> 
                  "evaluation contexts in the settings line); ours seeded (seeds 0..runs−1), theirs unseeded, so means "
                  "are compared. SEM = standard error of the mean over runs, as the authors' figures.")
     own = runs[runs["figure"] == data["figure"]]
-    return Result(rows=pv.report_rows(table) or _plain_rows(own), claims=[judge(c, own, table) for c in claims],
+    return Result(rows=pv.report_rows(table, own) or _plain_rows(own), claims=[judge(c, own, table) for c in claims],
                   notes=notes,
                   tables={"runs": runs.to_dict("records"), "paper_comparison": table.to_dict("records")},
                   data={**data, "points": _points(runs)})

@@ -110,9 +110,13 @@ def misses(table: pd.DataFrame) -> list[str]:
     return out
 
 
-def report_rows(table: pd.DataFrame) -> list[dict]:
-    """The comparison as report rows: ours ± SEM beside the paper's, Δ and the verdict per point."""
+def report_rows(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> list[dict]:
+    """The comparison as report rows: ours ± SEM beside the paper's, Δ and the verdict per point; with the
+    runs' Bayes-optimal accuracy (mean over runs) where the runs carry one."""
     unit = {"c3": "smallest principal angle (deg)"}
+    if runs is not None and "bayes" in runs:
+        table = table.merge(runs.groupby(KEYS, as_index=False)["bayes"].mean(), on=KEYS, how="left")
     return [{"setting": f"m={r.m}, L={r.L}, d={r.d}", "quantity": f"{unit.get(r.figure, 'accuracy')}, {r.arm}",
-             "ours": r.ours, "SEM": r.ours_sem, "paper value": r.paper, "paper SEM": r.paper_sem,
-             "Δ": r.ours - r.paper, "matches": "yes" if r.match else "no"} for r in table.itertuples()]
+             "ours": r.ours, "SEM": r.ours_sem, **({"bayes": r.bayes} if "bayes" in table else {}),
+             "paper value": r.paper, "paper SEM": r.paper_sem, "Δ": r.ours - r.paper,
+             "matches": "yes" if r.match else "no"} for r in table.itertuples()]
