@@ -15,16 +15,26 @@ TINY_TRAINING = training(seeds=2, steps=8, batch_size=8, lrs=(0.01,), warmup_ste
 def _tiny(settings):
     """Shrink any of the synthetic settings dataclasses to m = 3 and a handful of steps."""
     sizes = {"training": TINY_TRAINING, "m": 3, "Ls": (6, 8), "ds": (4, 12), "L": 6, "d": 4, "eval_samples": 64,
-             "n": 64, "lengths": (2, 4)}
+             "n": 64, "lengths": (2, 4), "ms": (3, 4), "runs": 2, "train": TINY_TRAINING.config()}
     fields = {f.name for f in dataclasses.fields(settings)}
+    if "ms" in fields:  # a paper-protocol grid: its d must hold the m top singular values of the spectra
+        sizes["ds"] = (8, 12)
     if "lca" in fields:   # a study's task: m = 3, L = 6, the rest as it was
         settings = dataclasses.replace(settings, lca=dataclasses.replace(settings.lca, m=3, L=6))
     return dataclasses.replace(settings, **{k: v for k, v in sizes.items() if k in fields})
 
 
+def _quick(exp):
+    quick = _tiny(exp.quick or exp.authors)
+    if exp.id == "paper-fig3a":  # one point the paper plots, so that it compares with a paper value
+        quick = dataclasses.replace(quick, ms=(5,), Ls=(64,), ds=(64,))
+    return quick
+
+
 def test_synthetic_experiments_on_tiny_settings(tmp_path):
+    """Every synthetic experiment of every protocol, the paper-protocol ones through their quick settings."""
     synthetic = [e for e in default_registry() if not e.uses_llm]
-    registry = Registry(dataclasses.replace(e, quick=_tiny(e.quick)) for e in synthetic)
+    registry = Registry(dataclasses.replace(e, quick=_quick(e)) for e in synthetic)
     summary = reproduce("quick", None, "cpu", tmp_path, registry=registry)
     assert not summary.failed, [(o.id, o.error) for o in summary.failed]
     for exp in synthetic:
@@ -36,5 +46,9 @@ def test_synthetic_experiments_on_tiny_settings(tmp_path):
     assert all(0 <= r["bayes"] <= 1 for r in accuracy_rows)  # every accuracy row carries its ceiling
     report = summary.report.read_text()
     assert report.count("gap to Bayes-optimal") >= 5
+    assert "(paper protocol)" in report and "(our protocol)" in report
+    assert "criterion revised after a first result" in report  # c2, c4 and spectra say so beside their verdicts
+    comparison = (tmp_path / "paper-fig3a" / "paper_comparison.csv").read_text().splitlines()[0]
+    assert comparison == "figure,m,L,d,arm,paper,paper_sem,ours,ours_sem,match"
     again = reproduce("quick", ["length"], "cpu", tmp_path, registry=registry)
     assert {o.status for o in again.outcomes} == {"cached"}

@@ -64,8 +64,22 @@ def test_every_setting_is_either_the_papers_or_a_stated_choice():
     for exp in default_registry():
         entry = reference[exp.id]
         stated = set(entry.get("paper_settings", {})) | set(entry.get("chosen_settings", {}))
-        for name in _fields(exp.quick):
-            assert name in stated, f"{exp.id}: setting {name!r} is neither in paper_settings nor chosen_settings"
+        for settings in (s for s in (exp.quick, exp.full, exp.authors) if s is not None):
+            for name in _fields(settings):
+                assert name in stated, f"{exp.id}: setting {name!r} is neither in paper_settings nor chosen_settings"
+
+
+def test_profiles_select_their_experiments():
+    reg = default_registry()
+    paper = [e.id for e in reg.select(None, "paper")]
+    assert paper[:4] == ["paper-fig3a", "paper-c4", "paper-c2", "paper-c3"] and len(paper) == 9
+    assert all(e.protocol == "paper" and e.authors is not None for e in reg.select(None, "paper"))
+    assert not any(e.id.startswith("paper-") for e in reg.select(None, "full"))
+    quick = [e.id for e in reg.select(None, "quick")]
+    assert "paper-fig3a" in quick and "paper-c4" not in quick and "fig3a" in quick
+    assert [e.id for e in reg.select(["paper-c2"], "paper")] == ["paper-c4", "paper-c2"]
+    with pytest.raises(ConfigError, match="--profile=quick"):
+        reg.get("paper-c4").settings("quick")
 
 
 def test_reference_values_never_invent_numbers():

@@ -64,8 +64,8 @@ def test_report_has_claims_tables_and_figures(tmp_path, calls, make):
     report = summary.report.read_text()
     assert summary.report == tmp_path / "report.md"
     assert "## Claims" in report
-    assert "| `alpha` | a stated criterion | x = 1 | **supported** |" in report
-    assert "| `beta` | a stated criterion | x = 1 — explained by ours = 0.5 | **NOT supported** |" in report  # shown, not hidden
+    assert "| `alpha` (our protocol) | a stated criterion | x = 1 | **supported** |" in report
+    assert "| `beta` (our protocol) | a stated criterion | x = 1 — explained by ours = 0.5 | **NOT supported** |" in report  # shown
     assert "gap to Bayes-optimal" in report and "| 0.250 |" in report  # 0.75 − 0.5
     assert "![alpha](alpha/line.png)" in report
     assert "not run" in report  # gamma and the claims nobody tested
@@ -102,10 +102,10 @@ def test_lca_explanations_are_pure_functions_of_the_judged_table():
     spectra = []
     for arm, block, consecutive in (("trained W_E", (1.9, 2.1), 1.4), ("Gaussian init", (1.6, 1.6), 1.0)):
         for seed, b in enumerate(block):
-            key = {"d": 16, "arm": arm, "seed": seed, "k": None}
+            key = {"m": 8, "d": 16, "arm": arm, "seed": seed, "k": None}
             spectra += [{**key, "quantity": BLOCK, "value": b}, {**key, "quantity": CONSECUTIVE, "value": consecutive},
                         {**key, "quantity": "singular values above the gap", "value": 8}]
-    text = explain_spectra({"data": judge_spectra(spectra, 8).data})
+    text = explain_spectra({"data": judge_spectra(spectra).data})
     assert "d=16: ×1.25 (top block 2.00 ± 0.14; consecutive ×1.40)" in text
 
 

@@ -54,16 +54,16 @@ def test_spectra_criterion_is_the_top_block_against_the_init():
         rows = []
         for arm, block, consecutive in (("trained W_E", trained_block, 1.2), ("Gaussian init", 1.0, 1.1)):
             for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
-                key = {"d": 16, "arm": arm, "seed": seed, "k": None}
+                key = {"m": 8, "d": 16, "arm": arm, "seed": seed, "k": None}
                 rows += [{**key, "quantity": lca_embedding.BLOCK, "value": block + jitter},
                          {**key, "quantity": lca_embedding.CONSECUTIVE, "value": consecutive + jitter},
                          {**key, "quantity": "singular values above the gap", "value": 8}]
                 rows += [{**key, "quantity": "s_k / s_1", "k": k, "value": 1.0 / k} for k in (1, 2)]
         return rows
 
-    passed = lca_embedding.judge_spectra(table(1.6), m=8).claims[0]
+    passed = lca_embedding.judge_spectra(table(1.6)).claims[0]
     assert passed.supported and "earlier criterion" in passed.numbers  # the consecutive ratio (×1.09) stays shown
-    assert not lca_embedding.judge_spectra(table(1.4), m=8).claims[0].supported
+    assert not lca_embedding.judge_spectra(table(1.4)).claims[0].supported
 
 
 def test_c4_over_several_d_reads_the_trend():

@@ -9,6 +9,7 @@ import torch
 
 from assocmem.errors import ConfigError
 from assocmem.lca import analysis as A
+from assocmem.lca import analysis as A_
 from assocmem.lca.constructions import eq52_embedding, random_pairs_value, theorem1_value, theorem1_weights
 from assocmem.lca.model import forward_last
 from assocmem.lca.task import LCAConfig, hamming_matrix, sample_batch
@@ -169,3 +170,22 @@ def test_numerical_rank_and_line_r2() -> None:
     assert A.line_r2([5.0, 3.0, 1.0, -1.0]) == pytest.approx(1.0)
     assert A.line_r2([0.0, 1.0, 0.0, 1.0]) < 0.5
     assert math.isnan(A.line_r2([1.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("space", ["column", "row"])
+def test_smallest_principal_angle_against_scipy_on_random_matrices(space) -> None:
+    """Rank-r approximations of random matrices; the authors' measure is the row space:
+    scipy.linalg.subspace_angles(A_r.T, B_r.T)[-1] (angles come in descending order)."""
+    from scipy.linalg import subspace_angles
+
+    g = torch.Generator().manual_seed(5)
+    for n, k, rank in ((12, 12, 3), (16, 9, 5), (8, 8, 1)):
+        A = torch.randn(4, n, k, generator=g, dtype=torch.float64)
+        B = torch.randn(4, n, k, generator=g, dtype=torch.float64)
+        ours = A_.smallest_principal_angle(A, B, rank, space=space)
+        for e in range(4):
+            a, b = A_.low_rank(A[e], rank).numpy(), A_.low_rank(B[e], rank).numpy()
+            if space == "row":
+                a, b = a.T, b.T
+            expected = math.degrees(subspace_angles(a, b)[-1])
+            assert float(ours[e]) == pytest.approx(expected, abs=1e-4)  # arccos near 1: ~1e-6 degrees of noise

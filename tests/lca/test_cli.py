@@ -20,7 +20,8 @@ def test_train_writes_summary_weights_and_prints_a_table(tmp_path, capsys):
     assert "bayes-opt" in printed and "gap" in printed and "mean" in printed
     summary = read_json(out / "summary.json")
     assert summary["seeds"] == [0, 1, 2]
-    assert summary["config"]["task"] == {"m": 3, "L": 8, "omega": 0.5, "beta": 1.0, "neighborhood": "all"}
+    assert summary["config"]["task"] == {"m": 3, "L": 8, "omega": 0.5, "beta": 1.0, "neighborhood": "all",
+                                         "extra_tokens": 0}
     assert summary["config"]["model"]["freeze_value"] is True and summary["config"]["model"]["d_a"] == 8
     for key in ("final_accuracy", "bayes_optimal_accuracy", "gap_to_bayes"):
         assert len(summary[key]) == 3

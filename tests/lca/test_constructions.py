@@ -83,3 +83,34 @@ def test_eq52_rejects_a_gram_that_is_not_psd() -> None:
         eq52_embedding(3, b0=0.0, b=0.0, a=1.0)
     with pytest.raises(ConfigError, match="d=2"):
         eq52_embedding(3, b0=2.0, b=1.5, a=0.5, d=2)
+
+
+def test_the_authors_construction_from_given_embeddings_by_hand() -> None:
+    """C.2 as the authors built it: W_V = Σ_z U(z) ⊗ Σ_{i ≤ m} U(flip_i z) over the 2^m latent tokens of a trained
+    embedding U (its extra, never-drawn token left out), by an explicit loop over tokens and bits."""
+    from assocmem.lca.constructions import model_theorem1_value as constructed_value
+
+    m, d = 3, 5
+    W_E = torch.randn(2, d, 2**m + 1, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    expected = torch.zeros(2, d, d, dtype=torch.float64)
+    for z in range(2**m):
+        key = sum(W_E[:, :, z ^ (1 << i)] for i in range(m))  # (2, d): the m Hamming-1 neighbours of z
+        expected += W_E[:, :, z, None] * key[:, None, :]  # U(z) ⊗ key
+    torch.testing.assert_close(constructed_value(W_E, m), expected)
+    h = torch.randn(d, dtype=torch.float64)
+    torch.testing.assert_close(constructed_value(W_E, m)[0] @ h,  # v = W_V h: targets weighted by key · h
+                               sum(W_E[0, :, z] * (sum(W_E[0, :, z ^ (1 << i)] for i in range(m)) @ h)
+                                   for z in range(2**m)))
+
+
+def test_random_pairs_with_replacement_as_the_authors() -> None:
+    """replace=True: m keys per token drawn from all V tokens with replacement (self and repeats allowed)."""
+    m, V = 3, 8
+    W_E = torch.eye(V, dtype=torch.float64)[None].expand(200, V, V)  # orthonormal: W_V = A itself
+    A = random_pairs_value(W_E, m, torch.Generator().manual_seed(7), replace=True)
+    assert (A.sum(-1) == m).all()  # m keys per token, counted with multiplicity
+    assert (A.diagonal(dim1=-2, dim2=-1) > 0).any() and (A > 1).any()  # the token itself and repeated keys occur
+    share = float((A.diagonal(dim1=-2, dim2=-1)).sum() / A.sum())
+    assert abs(share - 1 / V) < 0.02  # each key uniform over all V tokens
+    B = random_pairs_value(W_E, m, torch.Generator().manual_seed(7))
+    assert (B.diagonal(dim1=-2, dim2=-1) == 0).all() and (B <= 1).all()  # ours: distinct partners, never itself

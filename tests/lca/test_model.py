@@ -101,3 +101,35 @@ def test_model_config_validation(d, d_a, init_std):
     config = ModelConfig(d=d, d_a=d_a, init_std=init_std)
     assert config.head_size == (d if d_a is None else d_a)
     assert config.std == (1 / math.sqrt(d) if init_std is None else init_std)
+
+
+def test_torch_init_is_pytorchs_default_law():
+    """init="torch": W_E ~ N(0, 1) (nn.Embedding), W_Q, W_K, W_V ~ U(−1/√d, 1/√d) (nn.Linear, kaiming_uniform(√5))."""
+    d = 64
+    module = OneLayerTransformer.from_seeds(257, ModelConfig(d=d, init="torch"), [0, 1])
+    W_E = module.W_E.detach()
+    assert abs(float(W_E.std()) - 1.0) < 0.02 and abs(float(W_E.mean())) < 0.02
+    reference = torch.nn.Linear(d, d, bias=False).weight.detach()  # PyTorch's own draw, for the law's range
+    for name in ("W_Q", "W_K", "W_V"):
+        w = getattr(module, name).detach()
+        assert float(w.abs().max()) <= 1 / math.sqrt(d) and float(reference.abs().max()) <= 1 / math.sqrt(d)
+        assert abs(float(w.var()) - 1 / (3 * d)) < 0.1 / (3 * d)  # Var U(−b, b) = b²/3
+    with pytest.raises(ConfigError, match="init_std"):
+        ModelConfig(d=8, init="torch", init_std=0.1)
+    with pytest.raises(ConfigError, match="init"):
+        ModelConfig(d=8, init="xavier")
+
+
+def test_models_of_one_batch_keep_their_own_init_and_switches():
+    configs = [ModelConfig(d=8), ModelConfig(d=8, freeze_value=True), ModelConfig(d=8, init="torch",
+                                                                                  freeze_embedding=True)]
+    batch = OneLayerTransformer.from_seeds(16, configs, [3, 3, 4])
+    for e, (config, seed) in enumerate(zip(configs, [3, 3, 4])):
+        alone = OneLayerTransformer.from_seeds(16, config, [seed])
+        for name, w in alone.weights().items():
+            assert torch.equal(batch.weights()[name][e : e + 1], w), (e, name)
+    assert batch.trainable("W_V").tolist() == [True, False, True]
+    assert batch.trainable("W_E").tolist() == [True, True, False]
+    assert batch.W_E.requires_grad and batch.W_V.requires_grad  # some model trains each
+    with pytest.raises(ConfigError, match="shape"):
+        OneLayerTransformer.from_seeds(16, [ModelConfig(d=8), ModelConfig(d=4)], [0, 1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -118,3 +120,52 @@ def test_config_accepts_exactly_the_valid_settings(m, L, omega, beta, neighborho
     message = str(info.value)
     assert "\n" not in message and "allowed" in message
     assert message.split("=")[0] in {"m", "L", "omega", "beta", "neighborhood"}
+
+
+def test_paper_preset_sampler_against_the_exact_conditional():
+    """The authors' data: 2^m + 1 tokens, the extra one never drawn; the uniform part covers all 2^m latent
+    tokens, z* included, so a context position is z* with probability (1 − ω)/V and never the query."""
+    from assocmem.lca.protocols import protocol
+
+    config = protocol("paper").task(m=4, L=5)
+    assert (config.V, config.vocab_size) == (16, 17)
+    z_star = 9
+    x, y = sample_batch(config, N_DRAWS, torch.Generator().manual_seed(4), targets=torch.full((N_DRAWS,), z_star))
+    assert int(x.max()) < config.V  # the extra token (id 16) is never drawn
+    exact = context_table(config)[z_star]
+    assert float(exact[z_star]) == pytest.approx((1 - config.omega) / config.V)  # z* through the uniform part
+    assert_frequencies(counts(x[:, :-1], config.V), exact)
+    assert_frequencies(counts(x[:, -1], config.V), pi_table(config)[z_star])
+    assert (x[:, -1] != z_star).all() and (x[:, :-1] == z_star).any()
+    # the share of z* among context tokens is (1 − ω)/V within 4 binomial SE
+    share, p = float((x[:, :-1] == z_star).double().mean()), float(exact[z_star])
+    assert abs(share - p) < 4 * math.sqrt(p * (1 - p) / x[:, :-1].numel())
+
+
+def test_sampler_draws_only_its_uniforms_so_a_fixed_target_keeps_the_stream():
+    """A fixed target reuses the rest of the stream: the same contexts up to the XOR with the target."""
+    config = LCAConfig(m=3, L=6)
+    x, y = sample_batch(config, 200, torch.Generator().manual_seed(5))
+    x_fixed, _ = sample_batch(config, 200, torch.Generator().manual_seed(5), targets=torch.zeros(200, dtype=torch.long))
+    assert torch.equal(x ^ y[:, None], x_fixed)  # the offsets z XOR z* are the same draws
+
+
+def test_extra_tokens_are_validated():
+    with pytest.raises(ConfigError, match="extra_tokens"):
+        LCAConfig(m=3, extra_tokens=-1)
+
+
+@pytest.mark.parametrize("omega", [0.5, 0.9, 1.0])
+def test_guide_table_lookup_is_exactly_binary_search(omega):
+    """The sampler's guide-table inverse CDF gives searchsorted's offset for every u, zero-probability offsets
+    (cluster neighbourhoods) included, on both of its paths (a few steps per slice, or binary search)."""
+    from assocmem.lca.task import Sampler
+
+    configs = [LCAConfig(m=6, L=3, omega=omega, beta=b, neighborhood=n) for b, n in ((1.0, "all"), (0.3, "cluster2"))]
+    sampler = Sampler(configs)
+    u = torch.rand(2, 50_000, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    u[:, :3] = torch.tensor([0.0, 1 - 2**-53, 0.5])  # the ends of [0, 1)
+    u[:, 3:3 + 64] = sampler.context_cdf  # exactly on CDF values (1.0 excluded below)
+    u = u.clamp(max=1 - 2**-53)
+    expected = torch.searchsorted(sampler.context_cdf, u, right=True)
+    assert torch.equal(sampler._context_offsets(u), expected)

@@ -10,12 +10,11 @@ from scipy.stats import chisquare
 
 from assocmem.errors import ConfigError
 from assocmem.lca.model import ModelConfig, OneLayerTransformer
-from assocmem.lca.task import LCAConfig, context_table, pi_table, sample_batch
+from assocmem.lca.task import LCAConfig, Sampler, context_table, pi_table, sample_batch
 from assocmem.lca.train import (
     BatchedAdamW,
     RunSpec,
     TrainConfig,
-    TrainingStream,
     count_correct,
     evaluate_accuracy,
     train_models,
@@ -37,28 +36,28 @@ def assert_joint_frequencies(y, tokens, table, V):
     assert chisquare(observed[support].numpy(), expected.numpy()).pvalue > 1e-4
 
 
-def test_training_stream_matches_the_tables_of_each_model():
+def test_sampler_draws_each_models_own_tables():
     tasks = [
         LCAConfig(m=3, L=4, omega=0.3, neighborhood="all"),
         LCAConfig(m=3, L=4, omega=0.8, beta=0.5, neighborhood="cluster2"),
     ]
-    stream = TrainingStream(tasks, [torch.Generator().manual_seed(s) for s in (0, 1)], "cpu")
-    x, y = stream.draw(100_000)
+    x, y = Sampler(tasks, "cpu").draw([torch.Generator().manual_seed(s) for s in (0, 1)], 100_000)
     assert x.shape == (2, 100_000, 4) and y.shape == (2, 100_000)
     for e, task in enumerate(tasks):
         assert_joint_frequencies(y[e], x[e, :, :-1], context_table(task), task.V)
         assert_joint_frequencies(y[e], x[e, :, -1:], pi_table(task), task.V)
 
 
-def test_training_stream_model_alone_draws_the_same_batches():
+def test_sampler_model_alone_draws_the_same_batches_as_sample_batch():
     tasks = [LCAConfig(m=4, L=6, omega=o) for o in (0.2, 0.9)]
-    both = TrainingStream(tasks, [torch.Generator().manual_seed(s) for s in (3, 4)], "cpu")
-    alone = TrainingStream(tasks[1:], [torch.Generator().manual_seed(4)], "cpu")
+    both = Sampler(tasks, "cpu")
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    alone_gen = torch.Generator().manual_seed(4)
     for _ in range(2):
-        (xb, yb), (xa, ya) = both.draw(16), alone.draw(16)
-        assert torch.equal(xb[1:], xa) and torch.equal(yb[1:], ya)
+        (xb, yb), (xa, ya) = both.draw(gens, 16), sample_batch(tasks[1], 16, alone_gen)
+        assert torch.equal(xb[1], xa) and torch.equal(yb[1], ya)
     with pytest.raises(ConfigError):
-        TrainingStream([LCAConfig(m=3, L=4), LCAConfig(m=3, L=5)], [torch.Generator()] * 2, "cpu")
+        Sampler([LCAConfig(m=3, L=4), LCAConfig(m=3, L=5)], "cpu")
 
 
 def test_batched_adamw_equals_torch_adamw_per_model():
@@ -67,13 +66,14 @@ def test_batched_adamw_equals_torch_adamw_per_model():
     grads = [torch.randn(3, 4, 5, generator=g) for _ in range(5)]
     lrs = [0.01, 0.003, 0.1]
     ours = start.clone().requires_grad_()
-    opt = BatchedAdamW([ours], lr=torch.tensor(lrs), weight_decay=0.05)
+    factors = torch.arange(1, 6, dtype=torch.float64) / 5
+    opt = BatchedAdamW([ours], lr=torch.tensor(lrs), weight_decay=0.05, betas=(0.9, 0.99), lr_factors=factors)
     ref = [start[e].clone().requires_grad_() for e in range(3)]
-    ref_opts = [torch.optim.AdamW([p], lr=lr, weight_decay=0.05) for p, lr in zip(ref, lrs)]
+    ref_opts = [torch.optim.AdamW([p], lr=lr, weight_decay=0.05, betas=(0.9, 0.99)) for p, lr in zip(ref, lrs)]
     for step, grad in enumerate(grads, start=1):
         factor = step / 5
         ours.grad = grad.clone()
-        opt.step(factor)
+        opt.step()
         for e, (p, o) in enumerate(zip(ref, ref_opts)):
             p.grad = grad[e].clone()
             o.param_groups[0]["lr"] = lrs[e] * factor
@@ -160,3 +160,53 @@ def test_schedule_and_config_validation():
             TrainConfig(**bad)
     with pytest.raises(ConfigError, match="seeds"):
         train_models(TASK, MODEL, TINY, seeds=[])
+
+
+def test_arms_with_different_switches_and_inits_train_as_one_batch_and_equal_each_alone():
+    """Trained and frozen arms share a batch (a frozen matrix gets a zero learning rate): each model is the
+    model trained alone, and its frozen matrices are exactly their init."""
+    from assocmem.lca.protocols import protocol
+
+    paper = protocol("paper")
+    cfg = dataclasses.replace(paper.train, steps=12, batch_size=16, eval_every=6, eval_samples=128)
+    task = paper.task(m=3, L=6)
+    specs = [RunSpec(task, paper.model(d=8), 0.01, 0), RunSpec(task, paper.model(d=8, freeze_value=True), 0.01, 1),
+             RunSpec(task, paper.model(d=8, freeze_embedding=True), 0.001, 2),
+             RunSpec(TASK.__class__(m=3, L=6, extra_tokens=1, beta=0.5), ModelConfig(d=8), 0.02, 3)]
+    results = train_sweep(specs, cfg)
+    assert len({r.weights["W_E"].shape for r in results}) == 1  # one shape: (1, 8, 9)
+    for spec, result in zip(specs, results):
+        alone = train_models(spec.task, spec.model, cfg, seeds=[spec.seed], lr=spec.lr)
+        for name, w in alone.module.weights().items():
+            torch.testing.assert_close(result.weights[name], w, rtol=1e-5, atol=1e-6)
+        assert result.final_accuracy == alone.final_accuracy[0]
+    init = OneLayerTransformer.from_seeds(9, specs[2].model, [2]).weights()
+    assert torch.equal(results[2].weights["W_E"], init["W_E"])
+    assert torch.equal(results[1].weights["W_V"][0], torch.eye(8))
+    assert not torch.equal(results[0].weights["W_V"], OneLayerTransformer.from_seeds(9, specs[0].model, [0]).W_V)
+
+
+def test_batched_adamw_leaves_a_frozen_models_entries_exactly():
+    g = torch.Generator().manual_seed(1)
+    start = torch.randn(2, 3, 3, generator=g)
+    p = start.clone().requires_grad_()
+    opt = BatchedAdamW([p], lr=torch.tensor([0.1, 0.1]), trainable=[torch.tensor([True, False])])
+    for _ in range(3):
+        p.grad = torch.randn(2, 3, 3, generator=g)
+        opt.step()
+    assert torch.equal(p.detach()[1], start[1]) and not torch.equal(p.detach()[0], start[0])
+    assert float(opt.t) == 3.0  # the step count lives on the device
+
+
+def test_protocol_presets_by_name():
+    from assocmem.lca.protocols import PROTOCOLS, protocol
+
+    paper = protocol("paper")
+    assert paper.task(m=5).vocab_size == 33 and paper.model(d=64).init == "torch"
+    assert (paper.train.steps, paper.train.batch_size, paper.train.betas, paper.train.schedule,
+            paper.train.warmup_steps, paper.train.eval_samples) == (500, 256, (0.9, 0.99), "constant", 0, 1024)
+    assert protocol("ours").train == TrainConfig() and set(PROTOCOLS) == {"ours", "paper"}
+    with pytest.raises(ConfigError, match="did you mean paper"):
+        protocol("papers")
+    with pytest.raises(ConfigError, match="betas"):
+        TrainConfig(betas=(0.9, 1.5))

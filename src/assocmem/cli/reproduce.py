@@ -26,11 +26,12 @@ def reproduce(options: ReproduceOptions, list_: bool = False) -> None:
     registry = default_registry()
     only_ids = list(options.only or ())
     if list_:
-        for exp in registry.select(only_ids):
+        for exp in registry.select(only_ids, options.profile):
             aliases = f" ({', '.join(exp.aliases)})" if exp.aliases else ""
             print(f"{exp.id}{aliases}\t{exp.paper}\t{exp.title}")
         return
-    registry.select(only_ids)  # fail fast on an unknown id, before any display starts
+    for exp in registry.select(only_ids, options.profile):  # fail fast on an unknown id, before any display starts
+        exp.settings(options.profile)
     out_dir = Path(options.out) if options.out else Path("results") / options.profile
     command = "assocmem " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else None
     with _RichDisplay() as display:

@@ -18,7 +18,7 @@ from assocmem.experiments.registry import Context
 from assocmem.lca.model import ModelConfig
 from assocmem.lca.task import LCAConfig
 from assocmem.lca import weights
-from assocmem.lca.train import RunSpec, TrainConfig, TrainedModel, train_sweep
+from assocmem.lca.train import RunSpec, TrainConfig, TrainedModel, shape_key, train_sweep
 from assocmem.lca.weights import StoredModel
 
 BAYES_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.8}
@@ -90,20 +90,21 @@ def specs_for(task: LCAConfig, model: ModelConfig, training: Training, label: st
     return [RunSpec(task, model, lr, seed, label) for lr in training.lrs for seed in range(training.seeds)]
 
 
-def train_grid(specs: Sequence[RunSpec], training: Training, ctx: Context, start: float = 0.0,
+def train_grid(specs: Sequence[RunSpec], training: Training | TrainConfig, ctx: Context, start: float = 0.0,
                end: float = 1.0) -> list[TrainedModel]:
-    """Train every spec (shape-compatible specs as one batch, via train_sweep), reporting progress
-    between batches on the [start, end] part of the experiment's progress bar."""
+    """Train every spec (specs of one `train.shape_key` as one batch, whatever their arm, lr and seed, via
+    train_sweep), reporting progress between batches on the [start, end] part of the experiment's progress bar."""
+    config = training.config() if isinstance(training, Training) else training
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, s in enumerate(specs):
-        groups[(s.task.m, s.task.L, s.model)].append(i)
-    cost = {key: len(idx) * key[1] * key[2].d for key, idx in groups.items()}
+        groups[shape_key(s)].append(i)
+    cost = {key: len(idx) * key[1] * key[3] for key, idx in groups.items()}  # models × L × d
     total, done = sum(cost.values()), 0.0
     out: list[TrainedModel | None] = [None] * len(specs)
     for key, indices in groups.items():
         ctx.progress(start + (end - start) * done / total, f"training {len(indices)} models (m={key[0]}, L={key[1]}, "
-                                                           f"d={key[2].d})")
-        trained = train_sweep([specs[i] for i in indices], training.config(), ctx.device, progress=False)
+                                                           f"d={key[3]})")
+        trained = train_sweep([specs[i] for i in indices], config, ctx.device, progress=False)
         for i, model in zip(indices, trained):
             out[i] = model
         done += cost[key]

@@ -29,41 +29,61 @@ class AttentionStudy(TaskFields):
     training: Training = field(default_factory=training)
 
 
-def run_attention(s: AttentionStudy, ctx: Context) -> Result:
-    task = s.task()
-    bits = CLUSTER_BITS[s.neighborhood]
-    specs = specs_for(task, ModelConfig(d=s.d), s.training, f"d={s.d}")
-    models = sorted(keep_best_lr(train_grid(specs, s.training, ctx, end=0.9)), key=lambda m: m.spec.seed)
-    x, _ = sample_batch(task, s.eval_samples, generator(s.eval_seed, ctx.device), ctx.device)
+def cluster_attention(models, task, x) -> dict:
+    """Per model (seed order): mean attention per occurrence on same- vs other-cluster context tokens, × L (1 is
+    uniform attention), averaged over last tokens; and the models' mean (V, V) heatmap × L (None where a pair
+    never occurs). `models` have weights with a leading dimension of 1; x (B, L) are the shared contexts."""
+    bits = CLUSTER_BITS[task.neighborhood]
     same, other = [], []
     for m in models:
         table = attention_by_cluster(m.weights, task, x, bits)
-        same.append(float(table["same_cluster"].mean()) * s.L)  # × L: 1 is uniform attention
-        other.append(float(table["other_cluster"].mean()) * s.L)
-    heatmap = (attention_by_token(stack(models), task, x) * s.L).cpu().numpy()
+        same.append(float(table["same_cluster"].mean()) * task.L)
+        other.append(float(table["other_cluster"].mean()) * task.L)
+    heatmap = (attention_by_token(stack(models), task, x) * task.L).cpu().numpy()[: task.V, : task.V]
+    return {"same": same, "other": other, "bits": bits,
+            "heatmap": np.where(np.isnan(heatmap), None, np.round(heatmap, 4)).tolist()}
+
+
+def attention_rows(setting: str, att: dict) -> list[dict]:
+    """The report rows of one setting's `cluster_attention`."""
+    rows = []
+    for name, values in (("attention per same-cluster token (× L)", att["same"]),
+                         ("attention per other-cluster token (× L)", att["other"]),
+                         ("ratio same / other", [a / b for a, b in zip(att["same"], att["other"])])):
+        mean, std = mean_std(values)
+        rows.append({"setting": setting, "quantity": name, "ours": mean, "err": std})
+    return rows
+
+
+ATTENTION_CRITERION = ("mean attention per occurrence on same-cluster tokens minus other-cluster tokens, per seed "
+                       "(averaged over last tokens), > 2 SE over seeds")
+
+
+def attention_numbers(setting: str, att: dict) -> tuple[bool, str]:
+    ok, text = exceeds([a - b for a, b in zip(att["same"], att["other"])])
+    return ok, f"{setting}: same − other {text} (× L); ratio {fmt(np.mean(att['same']) / np.mean(att['other']), 2)}"
+
+
+def run_attention(s: AttentionStudy, ctx: Context) -> Result:
+    task = s.task()
+    specs = specs_for(task, ModelConfig(d=s.d), s.training, f"d={s.d}")
+    models = sorted(keep_best_lr(train_grid(specs, s.training, ctx, end=0.9)), key=lambda m: m.spec.seed)
+    x, _ = sample_batch(task, s.eval_samples, generator(s.eval_seed, ctx.device), ctx.device)
+    att = cluster_attention(models, task, x)
     rows = [accuracy_row(f"m={s.m}, L={s.L}, d={s.d}, {s.neighborhood}", "accuracy",
                          [m.final_accuracy for m in models], [m.bayes_optimal_accuracy for m in models])]
-    for name, values in (("attention per same-cluster token (× L)", same),
-                         ("attention per other-cluster token (× L)", other),
-                         ("ratio same / other", [a / b for a, b in zip(same, other)])):
-        mean, std = mean_std(values)
-        rows.append({"setting": f"{s.neighborhood} ({2 ** bits} clusters)", "quantity": name, "ours": mean, "err": std})
-    ok, text = exceeds([a - b for a, b in zip(same, other)])
-    claim = ClaimResult("attention-cluster", ok,
-                        "mean attention per occurrence on same-cluster tokens minus other-cluster tokens, "
-                        "per seed (averaged over last tokens), > 2 SE over seeds",
-                        f"{s.neighborhood}: same − other {text} (× L); ratio "
-                        f"{fmt(np.mean(same) / np.mean(other), 2)}")
-    heat = np.where(np.isnan(heatmap), None, np.round(heatmap, 4)).tolist()
+    rows += attention_rows(f"{s.neighborhood} ({2 ** att['bits']} clusters)", att)
+    ok, text = attention_numbers(s.neighborhood, att)
+    claim = ClaimResult("attention-cluster", ok, ATTENTION_CRITERION, text)
     return Result(rows=rows, claims=[claim],
-                  data={"heatmap": heat, "m": s.m, "bits": bits, "same": same, "other": other, "L": s.L})
+                  data={"heatmap": att["heatmap"], "m": s.m, "bits": att["bits"], "same": att["same"],
+                        "other": att["other"], "L": s.L})
 
 
-def plot_attention(result: Result, folder: Path) -> list[Path]:
-    heat = np.array([[np.nan if v is None else v for v in row] for row in result.data["heatmap"]], dtype=float)
-    V, bits = heat.shape[0], result.data["bits"]
-    fig, axes = new_figure(4.6, 4.0)
-    ax = axes[0][0]
+def draw_heatmap(ax, heatmap: list, bits: int, title: str):
+    """One attention heatmap (rows: last token, columns: context token) with the cluster blocks outlined."""
+    heat = np.array([[np.nan if v is None else v for v in row] for row in heatmap], dtype=float)
+    V = heat.shape[0]
     image = ax.imshow(heat, cmap="viridis", origin="upper", interpolation="nearest")
     for b in range(1, 2**bits):
         edge = b * V / 2**bits - 0.5
@@ -72,7 +92,16 @@ def plot_attention(result: Result, folder: Path) -> list[Path]:
     ax.grid(False)
     ax.set_xlabel("context token t")
     ax.set_ylabel("last token t_L")
-    ax.set_title(f"Mean attention × L (1 = uniform), m={result.data['m']}, {2**bits} clusters", fontsize=9)
+    ax.set_title(title, fontsize=9)
+    return image
+
+
+def plot_attention(result: Result, folder: Path) -> list[Path]:
+    fig, axes = new_figure(4.6, 4.0)
+    ax = axes[0][0]
+    bits = result.data["bits"]
+    image = draw_heatmap(ax, result.data["heatmap"], bits,
+                         f"Mean attention × L (1 = uniform), m={result.data['m']}, {2**bits} clusters")
     fig.colorbar(image, ax=ax, fraction=0.046)
     return [save_figure(fig, folder / "attention_heatmap.png")]
 

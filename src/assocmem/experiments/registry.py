@@ -24,11 +24,15 @@ import torch
 
 from assocmem.errors import ConfigError, did_you_mean
 
-PROFILES: tuple[str, ...] = ("quick", "full")
+# quick: the whole report in minutes on 2 CPU cores; full: our protocol at paper-like sizes on one GPU; paper: the
+# synthetic figures at the authors' own protocol and grid (their released code), on one GPU.
+PROFILES: tuple[str, ...] = ("quick", "full", "paper")
+PROFILE_FIELDS: dict[str, str] = {"quick": "quick", "full": "full", "paper": "authors"}  # Experiment's settings field
 # The causal LMs the hijacking experiments run on unless --models says otherwise: both bundled models,
 # a base model and an instruction-tuned one (as the paper's Gemma-2B / Gemma-2B-IT pair).
 DEFAULT_MODELS: dict[str, tuple[str, ...]] = {"quick": ("gemma3-270m", "smollm2-135m"),
-                                              "full": ("gemma3-270m", "smollm2-135m")}
+                                              "full": ("gemma3-270m", "smollm2-135m"),
+                                              "paper": ("gemma3-270m", "smollm2-135m")}
 # The hijacking experiments score in float32 on every device, so CPU and GPU rows agree decision for
 # decision (bf16 vs float32 agreement is measured in benchmarks/RESULTS.md).
 LLM_DTYPE = "float32"
@@ -44,6 +48,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "assocmem.experiments.lca_embedding",
     "assocmem.experiments.lca_attention",
     "assocmem.experiments.lca_context",
+    "assocmem.experiments.lca_paper",
+    "assocmem.experiments.lca_paper_shapes",
 )
 
 
@@ -99,8 +105,8 @@ class Experiment(Generic[S]):
     id: str  # e.g. "fig3a"
     title: str
     paper: str  # where the paper shows it, e.g. "Fig. 3(a), Fig. C.1, §6.1"
-    quick: S  # settings dataclass for the quick profile (minutes for everything on 2 CPU cores)
-    full: S  # the same dataclass for the full profile (paper-like sizes, one GPU)
+    quick: S | None  # settings dataclass for the quick profile (minutes for everything on 2 CPU cores); None: not in it
+    full: S | None  # the same dataclass for the full profile (paper-like sizes, one GPU); None: not in it
     run: Callable[[S, Context], Result]
     plot: Callable[[Result, Path], list[Path]]  # draws PNGs into the folder, returns their paths
     claims: tuple[str, ...] = ()  # ids of the claims it tests
@@ -114,11 +120,23 @@ class Experiment(Generic[S]):
     # claim id -> how the quick profile's settings differ from the full one's in a way that can change that
     # claim's verdict (e.g. a smaller m); the report prints it beside the verdict of a quick-profile result.
     quick_differs: dict[str, str] = field(default_factory=dict)
+    authors: S | None = None  # settings for the paper profile (the authors' protocol and grid); None: not in it
+    protocol: str = "ours"  # whose training protocol its numbers come from: "ours" or "paper" (lca.protocols)
+    # claim id -> how its criterion was revised after a first result, and what the earlier criterion was; the
+    # report prints it beside the verdict (read at report time, so cached results get it)
+    criterion_history: dict[str, str] = field(default_factory=dict)
+
+    def in_profile(self, profile: str) -> bool:
+        """Whether the profile runs this experiment (it has settings for it)."""
+        return getattr(self, PROFILE_FIELDS[profile]) is not None
 
     def settings(self, profile: str) -> S:
         if profile not in PROFILES:
             raise ConfigError(f"--profile={profile!r} is invalid: allowed one of {', '.join(PROFILES)}")
-        chosen = getattr(self, profile)
+        chosen = getattr(self, PROFILE_FIELDS[profile])
+        if chosen is None:
+            raise ConfigError(f"--only={self.id!r} is invalid with --profile={profile}: allowed the experiments "
+                              f"of that profile (this one is in {', '.join(p for p in PROFILES if self.in_profile(p))})")
         if not dataclasses.is_dataclass(chosen):
             raise TypeError(f"experiment {self.id}: {profile} settings must be a dataclass instance")
         return chosen
@@ -160,13 +178,13 @@ class Registry:
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise ConfigError(f"--only={name!r} is invalid: allowed one of {', '.join(self._by_id)}{hint}")
 
-    def select(self, names: Iterable[str] | None) -> list[Experiment]:
+    def select(self, names: Iterable[str] | None, profile: str | None = None) -> list[Experiment]:
         """The named experiments plus everything they require, in registration order.
 
-        None or an empty list selects all."""
+        None or an empty list selects all (of `profile`, when given: those it has settings for)."""
         names = list(names or [])
         if not names:
-            return list(self)
+            return [exp for exp in self if profile is None or exp.in_profile(profile)]
         wanted: set[str] = set()
         stack = [self.get(n).id for n in names]
         while stack:

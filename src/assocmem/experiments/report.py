@@ -46,6 +46,9 @@ def write_report(
     reference = load_reference()
     by_outcome = {o.id: o for o in outcomes or []}
     results = {exp.id: load_result(out_dir / exp.id) for exp in registry}
+    # The profile's experiments, plus any other finished folder here (e.g. a paper-profile run beside a full one).
+    registry = Registry(exp for exp in registry if exp.in_profile(profile) or results[exp.id])
+    results = {exp.id: results[exp.id] for exp in registry}
     lines = _header(out_dir, profile, results, command, run_wall_s)
     lines += _claims_section(registry, results, by_outcome)
     lines += _index(registry, results, by_outcome)
@@ -75,10 +78,14 @@ def _header(out_dir: Path, profile: str, results: dict, command: str | None, run
     ]
     lines += _provenance(results) + [
         "",
-        "Paper values: the paper's figures are not available to us as numbers, so the 'paper' column gives "
-        "the paper's stated qualitative result and its direction (from `assocmem/data/paper_reference.json`); "
-        "a number appears there only where the paper states one. Error bars and ± are over seeds "
-        "(mean ± standard deviation unless a row says otherwise); hijacking rates carry 95% Wilson intervals.",
+        "Paper values: the 208 values that Fig. 3(a)/C.1, C.2, C.3 and C.4 plot are taken from the authors' released "
+        "code of the synthetic half (`assocmem/data/paper_figure_values.json`, source named there); the "
+        "paper-protocol experiments (`paper-*`, trained with the authors' own protocol) set ours beside each of "
+        "them, with a match verdict per point and a line `paper values: K of N points match` per figure. Elsewhere "
+        "the 'paper' column gives the paper's stated qualitative result and its direction (from "
+        "`assocmem/data/paper_reference.json`). Error bars and ± are over seeds (mean ± standard deviation unless "
+        "a row says otherwise; the paper-protocol tables give the SEM, as the authors' figures); hijacking rates "
+        "carry 95% Wilson intervals.",
         "",
     ]
     return lines
@@ -114,42 +121,79 @@ def _note(exp, result: dict, claim: dict) -> str:
     note = claim.get("note") or (exp.explain(result) if not claim["supported"] and exp.explain is not None else "")
     differs = exp.quick_differs.get(claim["claim"]) if result.get("profile") == "quick" else None
     if differs:
-        note = (note + "; " if note else "") + f"quick profile differs from full: {differs}"
+        other = "paper" if exp.protocol == "paper" else "full"
+        note = (note + "; " if note else "") + f"quick profile differs from {other}: {differs}"
     return note
+
+
+_PROTOCOL = {"ours": "our protocol", "paper": "paper protocol"}
+
+
+def _criterion(exp, claim: dict) -> str:
+    """The criterion, with its revision history where it was changed after a first result."""
+    history = exp.criterion_history.get(claim["claim"])
+    return claim["criterion"] + (f" [criterion revised after a first result: {history}]" if history else "")
 
 
 def _claims_section(registry: Registry, results: dict, outcomes: dict[str, Outcome]) -> list[str]:
     lines = ["## Claims", "",
-             "Each verdict is computed from our numbers by the criterion shown, fixed before the run.", "",
+             "Each verdict is computed from our numbers by the criterion shown. Criteria were written before the "
+             "first run of their experiment, except where a row says 'criterion revised after a first result' (it "
+             "names the earlier criterion and what changed). 'our protocol' rows come from the project's own "
+             "training settings, 'paper protocol' rows from the authors' (their released code): the two regimes "
+             "side by side.", "",
              "| claim | paper | experiment | criterion | our numbers | verdict |", "|---|---|---|---|---|---|"]
     counts = {"supported": 0, "not supported": 0, "not run": 0}
+    by_protocol = {p: {"supported": 0, "not supported": 0} for p in _PROTOCOL}
+    regimes: dict[str, dict[str, list[tuple[str, bool]]]] = {}  # claim -> protocol -> [(experiment, verdict)]
     for claim in CLAIMS:
         testers = [exp for exp in registry if claim.id in exp.claims]
+        if not testers:  # no experiment of this report tests it (e.g. the hijacking claims in the paper profile)
+            continue
         verdicts = []
         for exp in testers:
             result = results[exp.id]
             outcome = outcomes.get(exp.id)
             if result is None:
                 status = "failed" if outcome and outcome.status == "failed" else "not run"
-                verdicts.append((exp.id, "—", "—", status))
+                verdicts.append((f"`{exp.id}`", "—", "—", status))
                 continue
             for c in result["claims"]:
                 if c["claim"] == claim.id:
                     verdict = "**supported**" if c["supported"] else "**NOT supported**"
                     note = _note(exp, result, c)
                     numbers = c["numbers"] + (f" — {note}" if note else "")
-                    verdicts.append((exp.id, c["criterion"], numbers, verdict))
+                    verdicts.append((f"`{exp.id}` ({_PROTOCOL[exp.protocol]})", _criterion(exp, c), numbers, verdict))
+                    by_protocol[exp.protocol]["supported" if c["supported"] else "not supported"] += 1
+                    regimes.setdefault(claim.id, {}).setdefault(exp.protocol, []).append((exp.id, c["supported"]))
         if not verdicts:
             verdicts = [("—", "—", "—", "not run")]
         for exp_id, criterion, numbers, verdict in verdicts:
             key = verdict.strip("*").lower()
             key = key if key in counts else "not run"
             counts[key] += 1
-            lines.append(f"| {claim.statement} | {claim.source} | `{exp_id}` | {_cell(criterion)} | "
+            lines.append(f"| {claim.statement} | {claim.source} | {exp_id} | {_cell(criterion)} | "
                          f"{_cell(numbers)} | {verdict} |")
+    split = "; ".join(f"{_PROTOCOL[p]}: {c['supported']} supported, {c['not supported']} not supported"
+                      for p, c in by_protocol.items() if sum(c.values()))
     lines += ["", f"Summary: {counts['supported']} supported, {counts['not supported']} not supported, "
-                  f"{counts['not run']} not run or failed.", ""]
-    return lines
+                  f"{counts['not run']} not run or failed" + (f" ({split})." if split else "."), ""]
+    return lines + _disagreements(regimes)
+
+
+def _disagreements(regimes: dict[str, dict[str, list[tuple[str, bool]]]]) -> list[str]:
+    """The claims whose verdict differs between our protocol and the paper's, with the experiments to read."""
+    lines = []
+    for claim_id, by in regimes.items():
+        if len(by) < 2 or len({ok for verdicts in by.values() for _, ok in verdicts}) < 2:
+            continue
+        parts = [f"{_PROTOCOL[p]} " + ", ".join(f"`{e}` {'supported' if ok else 'NOT supported'}" for e, ok in v)
+                 for p, v in by.items()]
+        lines.append(f"- `{claim_id}`: " + "; ".join(parts) + " — the settings differ (each experiment's section gives "
+                     "them), and the rows above give the numbers of each regime")
+    if not lines:
+        return []
+    return ["Where the two protocols disagree:", "", *lines, ""]
 
 
 def _index(registry: Registry, results: dict, outcomes: dict[str, Outcome]) -> list[str]:
@@ -188,7 +232,8 @@ def _experiment_section(exp, result: dict | None, outcome: Outcome | None, ref: 
     for c in result["claims"]:
         verdict = "supported" if c["supported"] else "NOT supported"
         note = _note(exp, result, c)
-        lines.append(f"- claim `{c['claim']}`: **{verdict}** — {c['criterion']}: {c['numbers']}"
+        lines.append(f"- claim `{c['claim']}` ({_PROTOCOL[exp.protocol]}): **{verdict}** — {_criterion(exp, c)}: "
+                     f"{c['numbers']}"
                      + (f". Why: {note}" if note else ""))
     lines.append(f"- wall time: {_seconds(result['wall_s'])} on {result['device']}; profile `{result['profile']}`; "
                  f"settings hash `{result['hash']}`")
@@ -216,7 +261,8 @@ def _table(rows: list[dict], ref: dict) -> list[str]:
     header += ["Bayes-optimal", "gap to Bayes-optimal"] if has_bayes else []
     known = {"setting", "model", "quantity", "ours", "err", "bayes", "n"}
     extra = list(dict.fromkeys(k for row in rows for k in row if k not in known))
-    header += extra + ["paper"]
+    own_paper = "paper value" in extra  # rows that carry the paper's value (paper protocol) need no reference column
+    header += extra + ([] if own_paper else ["paper"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row.get("setting", ""))] + ([str(row.get("model", ""))] if has_model else [])
@@ -228,7 +274,8 @@ def _table(rows: list[dict], ref: dict) -> list[str]:
             gap = bayes - ours if isinstance(bayes, (int, float)) and isinstance(ours, (int, float)) else None
             cells += [_num(bayes), _num(gap)]
         cells += [_num(row.get(k)) for k in extra]
-        cells.append(_paper_cell(expectations.get(row["quantity"])))
+        if not own_paper:
+            cells.append(_paper_cell(expectations.get(row["quantity"])))
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return lines
 

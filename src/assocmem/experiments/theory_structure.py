@@ -336,5 +336,6 @@ EXPERIMENTS = [
     Experiment("lemma5", "Lemma 5: rank of the Eq. 5.2 embeddings against the bound m + 2", "Lemma 5, Eq. 5.2, §5.3",
                RANK, RANK, run_lemma5, plot_lemma5, claims=("lemma5-rank",)),
     Experiment("lemma6", "Lemma 6: gradient of the loss with respect to an attention score", "Lemma 6, §5.4",
-               LEMMA6_QUICK, LEMMA6_FULL, run_lemma6, plot_lemma6, claims=("lemma6-gradient", "lemma6-printed")),
+               LEMMA6_QUICK, LEMMA6_FULL, run_lemma6, plot_lemma6, claims=("lemma6-gradient", "lemma6-printed"),
+               version=2),  # 2: its contexts come from the one sampler (lca.task.Sampler)
 ]

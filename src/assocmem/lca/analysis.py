@@ -24,7 +24,7 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
-from assocmem.config import check_int_range
+from assocmem.config import check_choice, check_int_range
 from assocmem.errors import ConfigError
 from assocmem.lca.bayes import check_contexts, expected_accuracy_on, expected_correct
 from assocmem.lca.model import forward_last
@@ -82,8 +82,9 @@ def evaluate_weights(
     Ties among the top logits (relative tolerance LOGIT_RTOL) count 1/|ties| when y is among them.
     """
     check_contexts(task, x, y)
-    if weights["W_E"].shape[-1] != task.V:
-        raise ConfigError(f"W_E has {weights['W_E'].shape[-1]} tokens: allowed V={task.V} (2^m of the task)")
+    if weights["W_E"].shape[-1] != task.vocab_size:
+        raise ConfigError(f"W_E has {weights['W_E'].shape[-1]} tokens: allowed {task.vocab_size} (2^m of the task "
+                          f"plus its {task.extra_tokens} extra tokens)")
     logits = model_logits(weights, x)  # (E, B, V)
     return expected_correct(logits, y.expand(logits.shape[:2]), rtol=LOGIT_RTOL).mean(dim=1)
 
@@ -106,19 +107,25 @@ def low_rank(A: torch.Tensor, rank: int) -> torch.Tensor:
     return (U[..., :r] * S[..., None, :r]) @ Vh[..., :r, :]
 
 
-def smallest_principal_angle(A: torch.Tensor, B: torch.Tensor, rank: int) -> torch.Tensor:
-    """Smallest principal angle, in degrees, between the column spaces of the rank-`rank` SVD
+def smallest_principal_angle(A: torch.Tensor, B: torch.Tensor, rank: int, space: str = "column") -> torch.Tensor:
+    """Smallest principal angle, in degrees, between the column (or row) spaces of the rank-`rank` SVD
     approximations of A and B (§6.1, Fig. C.3; the paper uses rank = m). A, B (..., n, k), broadcast
     over leading dims (e.g. trained (E, d, d) against one construction (d, d)). Returns (...,).
 
-    The column space of the rank-r approximation is spanned by the top-r left singular vectors Q; the
-    cosines of the principal angles are the singular values of Q_Aᵀ Q_B, the largest giving the smallest
-    angle.
+    The column space of the rank-r approximation is spanned by the top-r left singular vectors Q (the row
+    space by the top-r right ones); the cosines of the principal angles are the singular values of
+    Q_Aᵀ Q_B, the largest giving the smallest angle. space="row" is what the authors' code measures
+    (`scipy.linalg.subspace_angles(M_A.T, M_B.T)[-1]` on the rank-m approximations): the space a value
+    matrix reads its input from, as v = W_V h.
     """
     check_int_range("rank", rank, 1)
-    Q_A = torch.linalg.svd(A.to(torch.float64), full_matrices=False)[0][..., :rank]
-    Q_B = torch.linalg.svd(B.to(torch.float64), full_matrices=False)[0][..., :rank]
-    cosines = torch.linalg.svdvals(Q_A.transpose(-1, -2) @ Q_B)
+    check_choice("space", space, ("column", "row"))
+
+    def basis(M: torch.Tensor) -> torch.Tensor:
+        U, _, Vh = torch.linalg.svd(M.to(torch.float64), full_matrices=False)
+        return U[..., :rank] if space == "column" else Vh[..., :rank, :].transpose(-1, -2)
+
+    cosines = torch.linalg.svdvals(basis(A).transpose(-1, -2) @ basis(B))
     return torch.rad2deg(torch.arccos(cosines[..., 0].clamp(-1.0, 1.0)))
 
 

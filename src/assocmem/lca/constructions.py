@@ -25,6 +25,7 @@ __all__ = [
     "orthonormal_embedding",
     "hamming1_adjacency",
     "theorem1_value",
+    "model_theorem1_value",
     "random_pairs_value",
     "theorem1_weights",
     "gram_eq52",
@@ -78,20 +79,37 @@ def theorem1_value(W_E: torch.Tensor, m: int, neighborhood: str = "all") -> torc
     return _value_from_adjacency(W_E, hamming1_adjacency(m, neighborhood, W_E.device))
 
 
+def model_theorem1_value(W_E: torch.Tensor, m: int) -> torch.Tensor:
+    """Eq. 5.1 built from a model's own (e.g. trained) embedding matrix, as the authors built C.2:
+    W_V = Σ_z W_E(z) ⊗ Σ_{i ≤ m} W_E(flip_i z) over the 2^m latent tokens. W_E (E, d, V') with V' ≥ 2^m: the
+    vocabulary's extra, never-drawn tokens (after the latent ones) take no part. (E, d, d)."""
+    if W_E.dim() != 3 or W_E.shape[-1] < 2**m:
+        raise ConfigError(f"W_E has shape {tuple(W_E.shape)}: allowed (E, d, V') with V' >= 2^m = {2**m}")
+    return theorem1_value(W_E[..., : 2**m], m, "all")
+
+
 def random_pairs_value(
-    W_E: torch.Tensor, m: int, generator: torch.Generator, neighborhood: str = "all"
+    W_E: torch.Tensor, m: int, generator: torch.Generator, neighborhood: str = "all", replace: bool = False
 ) -> torch.Tensor:
     """The §6.1 / C.1 random baseline: Eq. 5.1 with randomly chosen outer-product pairs. (E, d, d).
 
-    Choice (the appendix text is not at hand): every token t keeps its number of pairs |N_1(t)|
-    (m for `all`), but its partners t' are drawn uniformly without replacement from [V] ∖ {t},
-    independently for each t and each of the E models. So the baseline has the same number of
-    outer products, the same norm budget and the same row sums of A as the construction, and only
-    the Hamming-1 structure is removed.
+    Every token t keeps its number of pairs |N_1(t)| (m for `all`), but its partners t' are random,
+    independently for each t and each of the E models:
+    * replace=False (our choice): drawn uniformly without replacement from [V] ∖ {t}, so the baseline has
+      the same number of outer products, the same norm budget and the same row sums of A as the
+      construction, and only the Hamming-1 structure is removed;
+    * replace=True (the authors' code, visualization/wv_eval.py): each of the m keys drawn uniformly from
+      all V tokens, t included, with replacement (a key drawn twice counts twice).
     """
     _check_embedding(W_E, m)
     E, V = W_E.shape[0], 2**m
     n_pairs = hamming1_adjacency(m, neighborhood, W_E.device).sum(dim=1).long()  # (V,)
+    if replace:
+        k = int(n_pairs.max())
+        keys = torch.randint(0, V, (E, V, k), generator=generator, device=generator.device).to(W_E.device)
+        used = (torch.arange(k, device=W_E.device) < n_pairs[:, None]).to(torch.float64).expand(E, V, k)
+        A = torch.zeros(E, V, V, dtype=torch.float64, device=W_E.device).scatter_add_(2, keys, used)
+        return _value_from_adjacency(W_E, A)
     # A uniform random ranking of the other tokens per (model, t); the first n_pairs[t] are partners.
     keys = torch.rand((E, V, V), generator=generator, dtype=torch.float64, device=generator.device).to(W_E.device)
     keys.diagonal(dim1=-2, dim2=-1).fill_(float("inf"))  # t itself ranks last, never chosen

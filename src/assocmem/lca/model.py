@@ -19,10 +19,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from assocmem.config import check_float_range, check_int_range
+from assocmem.config import check_choice, check_float_range, check_int_range
 from assocmem.errors import bad_option
 
 WEIGHT_NAMES: tuple[str, ...] = ("W_E", "W_Q", "W_K", "W_V")
+INITS: tuple[str, ...] = ("gaussian", "torch")
 
 
 class LastPosition(NamedTuple):
@@ -78,7 +79,10 @@ class ModelConfig:
     d_a: int | None = None  # attention head size; None means d_a = d
     freeze_value: bool = False  # W_V fixed to the identity (the "fixed W_V" arm of §6.1, Fig. 3a)
     freeze_embedding: bool = False  # W_E fixed at its Gaussian init (the "frozen" arm of §6.2)
-    init_std: float | None = None  # std of every Gaussian entry; None means 1/sqrt(d) (see below)
+    init_std: float | None = None  # std of every Gaussian entry ("gaussian" init); None means 1/sqrt(d) (see below)
+    # "gaussian": every matrix N(0, std²) (ours); "torch": PyTorch's defaults as in the authors' code,
+    # nn.Embedding's N(0, 1) for W_E and nn.Linear(bias=False)'s U(-1/sqrt(d), 1/sqrt(d)) for W_Q, W_K, W_V.
+    init: str = "gaussian"
 
     def __post_init__(self) -> None:
         check_int_range("d", self.d, 1)
@@ -89,6 +93,14 @@ class ModelConfig:
                 raise bad_option(name, getattr(self, name), "true or false")
         if self.init_std is not None:
             check_float_range("init_std", self.init_std, 0.0, None, lo_open=True)
+        check_choice("init", self.init, INITS)
+        if self.init == "torch" and self.init_std is not None:
+            raise bad_option("init_std", self.init_std, "None with init='torch' (PyTorch's defaults fix every scale)")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(d, d_a): models of equal shape (and vocabulary) can be held and trained as one batch."""
+        return self.d, self.head_size
 
     @property
     def head_size(self) -> int:
@@ -111,18 +123,21 @@ class ModelConfig:
 class OneLayerTransformer(nn.Module):
     """E independent one-layer transformers held as batched parameters.
 
-    W_E (E, d, V), W_Q and W_K (E, d_a, d), W_V (E, d, d). `generator` is either one generator,
+    W_E (E, d, V), W_Q and W_K (E, d_a, d), W_V (E, d, d). `config` is one ModelConfig for all E models
+    or a sequence of E configs of one shape (d, d_a): each model then has its own init law and its own
+    freeze switches (a frozen W_V is the identity; `trainable` says per model which matrices train), so
+    the trained and frozen arms of a figure can train in one batch. `generator` is either one generator,
     from which the E models are drawn one after another, or a sequence of E generators, one per
     model: then model e is exactly the model built alone from generators[e] (use `from_seeds`);
     None means one generator seeded 0.
-    The Gaussian draws are made on the generator's device and moved to `device`, so a CPU
-    generator gives the same initial weights on every device.
+    The draws are made on the generator's device and moved to `device`, so a CPU generator gives the
+    same initial weights on every device.
     """
 
     def __init__(
         self,
         V: int,
-        config: ModelConfig,
+        config: ModelConfig | Sequence[ModelConfig],
         E: int = 1,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         device: torch.device | str = "cpu",
@@ -130,26 +145,45 @@ class OneLayerTransformer(nn.Module):
         super().__init__()
         check_int_range("V", V, 1)
         check_int_range("E", E, 1)
-        self.config, self.V, self.E = config, V, E
+        configs = [config] * E if isinstance(config, ModelConfig) else list(config)
+        if len(configs) != E:
+            raise bad_option("config", f"{len(configs)} configs", f"one config or exactly E={E}")
+        if len({c.shape for c in configs}) != 1:
+            raise bad_option("config", "configs of different shapes", "one (d, d_a) for every model of a batch")
+        self.config, self.configs, self.V, self.E = configs[0], configs, V, E
         if generator is None:
             generator = torch.Generator().manual_seed(0)
         gens = [generator] * E if isinstance(generator, torch.Generator) else list(generator)
         if len(gens) != E:
             raise bad_option("generator", f"{len(gens)} generators", f"one generator or exactly E={E}")
-        draws = [_draw_one(V, config, g) for g in gens]
+        draws = [_draw_one(V, c, g) for c, g in zip(configs, gens)]
         for name in WEIGHT_NAMES:
             stacked = torch.stack([w[name] for w in draws]).to(device)
             self.register_parameter(name, nn.Parameter(stacked))
-        if config.freeze_value:
-            self.set_weight("W_V", torch.eye(config.d, device=device), trainable=False)
-        if config.freeze_embedding:
-            self.W_E.requires_grad_(False)
+        frozen_value = torch.tensor([c.freeze_value for c in configs], device=device)
+        if bool(frozen_value.any()):
+            with torch.no_grad():
+                eye = torch.eye(self.config.d, device=device, dtype=self.W_V.dtype)
+                self.W_V[frozen_value] = eye
+        self._trainable = {
+            "W_E": torch.tensor([not c.freeze_embedding for c in configs], device=device),
+            "W_Q": torch.ones(E, dtype=torch.bool, device=device),
+            "W_K": torch.ones(E, dtype=torch.bool, device=device),
+            "W_V": ~frozen_value,
+        }
+        for name in ("W_E", "W_V"):  # a matrix no model trains gets no gradient at all
+            getattr(self, name).requires_grad_(bool(self._trainable[name].any()))
+
+    def trainable(self, name: str) -> torch.Tensor:
+        """(E,) bool: which models train matrix `name` (an optimizer leaves the others exactly as they are)."""
+        return self._trainable[name] & getattr(self, name).requires_grad
 
     @classmethod
     def from_seeds(
-        cls, V: int, config: ModelConfig, seeds: Sequence[int], device: torch.device | str = "cpu"
+        cls, V: int, config: ModelConfig | Sequence[ModelConfig], seeds: Sequence[int],
+        device: torch.device | str = "cpu",
     ) -> OneLayerTransformer:
-        """One model per seed; model e equals `from_seeds(V, config, [seeds[e]])`."""
+        """One model per seed (and config); model e equals `from_seeds(V, configs[e], [seeds[e]])`."""
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         return cls(V, config, E=len(gens), generator=gens, device=device)
 
@@ -184,14 +218,26 @@ class OneLayerTransformer(nn.Module):
         param.requires_grad_(trainable)
         if not trainable:
             param.grad = None
+        self._trainable[name] = torch.full((self.E,), trainable, dtype=torch.bool, device=param.device)
 
 
 def _draw_one(V: int, config: ModelConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """One model's Gaussian init; every matrix is always drawn, in a fixed order, so that the
-    freeze switches never change the other matrices of the same seed."""
-    d, d_a, std = config.d, config.head_size, config.std
+    """One model's init; every matrix is always drawn, in a fixed order, so that the freeze switches
+    never change the other matrices of the same seed.
+
+    "torch" is PyTorch's default init of the authors' modules: nn.Embedding(V, d) is N(0, 1) (its
+    (V, d) weight is our W_E transposed, the same law), and nn.Linear(d, d_out, bias=False) is
+    kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = d for all three.
+    """
+    d, d_a = config.d, config.head_size
     shapes = {"W_E": (d, V), "W_Q": (d_a, d), "W_K": (d_a, d), "W_V": (d, d)}
-    return {
-        name: torch.randn(shapes[name], generator=generator, device=generator.device) * std
-        for name in WEIGHT_NAMES
-    }
+    out = {}
+    for name in WEIGHT_NAMES:
+        if config.init == "gaussian":
+            out[name] = torch.randn(shapes[name], generator=generator, device=generator.device) * config.std
+        elif name == "W_E":
+            out[name] = torch.randn(shapes[name], generator=generator, device=generator.device)
+        else:
+            bound = 1.0 / math.sqrt(d)
+            out[name] = (torch.rand(shapes[name], generator=generator, device=generator.device) * 2 - 1) * bound
+    return out

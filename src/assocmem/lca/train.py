@@ -1,26 +1,35 @@
 """Batched training of one-layer transformers on latent concept association (paper §4.2, §6).
 
 E independent models (seeds × settings that share shapes) are trained at once as one set of batched
-tensors. Each model is the model trained alone (bit-identical on CPU in the tests and the benchmark,
-equal up to float round-off on a GPU):
+tensors. Each model is the model trained alone (equal in the tests and the benchmark, up to float
+round-off of differently sized matrix products):
 
-* its initial weights come from its own seed (`OneLayerTransformer.from_seeds`);
-* its training data come from its own generator, seeded from (seed, "train"), on the device, and a
-  model may have its own omega, beta and neighbourhood (only m and L must be shared);
+* its initial weights come from its own seed and its own ModelConfig (`OneLayerTransformer.from_seeds`),
+  and its freeze switches are its own: a frozen matrix of model e gets a zero learning rate, so it stays
+  exactly as it was, while other models of the batch train theirs;
+* its training data come from its own generator, seeded from (seed, "train"), drawn by the one sampler
+  (`task.Sampler`) on the device; a model may have its own omega, beta and neighbourhood (m and L shared);
 * the loss is the SUM over models of each model's mean cross-entropy at the last position, so the
   gradient of model e's parameters is exactly the gradient of its own loss;
 * AdamW is elementwise, and `BatchedAdamW` scales each model's update by its own learning rate
   (an (E, 1, 1) factor), which torch.optim.AdamW cannot do: a param group holds whole tensors.
 
-Accuracy is 1 − R(f) of §4.1 (argmax at the last position) on fresh samples from the canonical
-sampler `task.sample_batch`; the Bayes-optimal accuracy of the task (issue 8) is computed on the same
-final evaluation samples, so the gap between the two is not sampling noise of two different sets.
+One optimizer step (sampling, forward, backward, update) runs without host synchronisation: the
+optimizer's step count and learning-rate schedule live on the device. On CUDA the step is captured
+once as a CUDA graph and replayed (`_Steps`), so a step costs one launch instead of ~100; the host
+waits only at history rows, where losses and accuracies are read. On the CPU the same step runs eagerly.
+
+Accuracy is 1 − R(f) of §4.1 (argmax at the last position) on fresh samples of the same sampler; the
+Bayes-optimal accuracy of the task is computed on the same final evaluation samples, so the gap between
+the two is not sampling noise of two different sets.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,8 +40,8 @@ import torch.nn.functional as F
 from assocmem.config import check_choice, check_float_range, check_int_range
 from assocmem.errors import ConfigError, bad_option
 from assocmem.lca.bayes import LOGIT_RTOL, expected_correct
-from assocmem.lca.model import ModelConfig, OneLayerTransformer, forward_last
-from assocmem.lca.task import LCAConfig, _cdf, pi_table, sample_batch
+from assocmem.lca.model import WEIGHT_NAMES, ModelConfig, OneLayerTransformer, forward_last
+from assocmem.lca.task import LCAConfig, Sampler, sample_batch
 from assocmem.runtime import make_generator, resolve_device
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
@@ -57,6 +66,7 @@ class TrainConfig:
     eval_every: int = 200  # steps between history rows (mean training loss and accuracy)
     eval_samples: int = 4096  # fresh contexts per model for each accuracy evaluation
     bayes: bool = True  # compute the Bayes-optimal accuracy on the final evaluation samples
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's (beta1, beta2): torch's default; the authors use (0.9, 0.99)
 
     def __post_init__(self) -> None:
         check_int_range("steps", self.steps, 1)
@@ -69,6 +79,10 @@ class TrainConfig:
         check_int_range("eval_samples", self.eval_samples, 1)
         if not isinstance(self.bayes, bool):
             raise bad_option("bayes", self.bayes, "true or false")
+        if len(tuple(self.betas)) != 2:
+            raise bad_option("betas", self.betas, "two numbers (beta1, beta2) in [0, 1)")
+        for beta in self.betas:
+            check_float_range("betas", beta, 0.0, 1.0, hi_open=True)
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of the peak lr at optimizer step `step` (1-based)."""
@@ -78,6 +92,12 @@ class TrainConfig:
             return 1.0
         progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    def lr_factors(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(steps,) float64: lr_factor(1), ..., lr_factor(steps), for an optimizer that reads its step's
+        factor on the device."""
+        return torch.tensor([self.lr_factor(s) for s in range(1, self.steps + 1)], dtype=torch.float64,
+                            device=device)
 
 
 @dataclass(frozen=True)
@@ -130,7 +150,10 @@ class BatchedAdamW:
 
     Every parameter has a leading model dimension E; `lr` has shape (E,). The update of each entry
     depends only on that entry's own gradient history, so model e's update is the one it would get
-    alone with learning rate lr[e].
+    alone with learning rate lr[e]. `trainable` (one (E,) bool per parameter) zeroes the learning rate of
+    the models that keep that matrix frozen: their entries then stay exactly as they are (no update, no
+    decay). `lr_factors` (steps,) is the schedule, read at the step count; the step count and everything
+    derived from it are device tensors, so a step never waits for the host and can be captured as a graph.
     """
 
     def __init__(
@@ -140,88 +163,43 @@ class BatchedAdamW:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        trainable: Sequence[torch.Tensor] | None = None,
+        lr_factors: torch.Tensor | None = None,
     ) -> None:
         self.params = list(params)
-        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        masks = trainable if trainable is not None else [torch.ones_like(lr, dtype=torch.bool)] * len(self.params)
+        self.lr = [(lr * m.to(lr.dtype)).view(-1, *[1] * (p.dim() - 1)).to(p.dtype) for p, m in zip(self.params, masks)]
+        device = lr.device
+        self.lr_factors = lr_factors if lr_factors is not None else torch.ones(1, dtype=torch.float64, device=device)
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.t = 0
+        self.t = torch.zeros((), dtype=torch.float64, device=device)  # steps taken
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr_factor: float = 1.0) -> None:
+    def step(self) -> None:
+        if not self.params:
+            return
         self.t += 1
         beta1, beta2 = self.betas
-        bias1 = 1 - beta1**self.t
-        bias2_sqrt = math.sqrt(1 - beta2**self.t)
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            if p.grad is None:
-                continue
-            lr = (self.lr * lr_factor).to(p.dtype).view(-1, *[1] * (p.dim() - 1))  # (E, 1, 1)
-            p.mul_(1 - lr * self.weight_decay)
-            m.lerp_(p.grad, 1 - beta1)
-            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+        index = (self.t.long() - 1).clamp(max=self.lr_factors.numel() - 1).view(1)
+        factor = self.lr_factors.index_select(0, index)  # (1,) float64: this step's schedule
+        dtype = self.params[0].dtype
+        decay = (factor * self.weight_decay).to(dtype)  # lr · weight_decay, per unit lr
+        step_size = (factor / (1 - torch.pow(beta1, self.t))).to(dtype)  # lr / bias correction 1, per unit lr
+        bias2_sqrt = (1 - torch.pow(beta2, self.t)).sqrt().to(dtype)
+        grads = [p.grad for p in self.params]
+        torch._foreach_lerp_(self.exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(self.exp_avg_sq, beta2)
+        torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, value=1 - beta2)
+        for p, m, v, lr in zip(self.params, self.exp_avg, self.exp_avg_sq, self.lr):  # lr: (E, 1, 1)
+            p.mul_(1 - lr * decay)
             denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
-            p.sub_((lr / bias1) * m / denom)
-
-
-class TrainingStream:
-    """Fresh training batches for E models, model e drawn from generators[e] only (§4.1).
-
-    Same distribution as `task.sample_batch`, drawn differently for speed: the uniform numbers of
-    each model come from one call per step, then everything else is done for all E models at once,
-    so the per-step cost of E models stays close to that of one; and the query distribution is
-    sampled through its XOR symmetry (see `_offset_cdf`) from a V-entry table per task.
-    """
-
-    def __init__(self, tasks: Sequence[LCAConfig], generators: Sequence[torch.Generator], device) -> None:
-        if len({(t.m, t.L) for t in tasks}) != 1:
-            raise ConfigError("models trained together must share m and L")
-        self.device = torch.device(device)
-        self.V, self.L = tasks[0].V, tasks[0].L
-        self.generators = list(generators)
-        distinct = list(dict.fromkeys(tasks))
-        cdf = torch.stack([_offset_cdf(t, self.device) for t in distinct])  # (T, V)
-        # Task k's CDF shifted up by k makes one sorted sequence, so one searchsorted of k + u
-        # serves models with different tasks.
-        self.shifted_cdf = (cdf + torch.arange(len(distinct), device=self.device)[:, None]).flatten()
-        self.task_index = torch.tensor([distinct.index(t) for t in tasks], device=self.device).view(-1, 1, 1)
-        self.omega = torch.tensor([t.omega for t in tasks], dtype=torch.float64, device=self.device)
-
-    def draw(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (E, B, L) and y (E, B), long, on the device."""
-        V, L = self.V, self.L
-        u = torch.stack([
-            torch.rand((batch_size, 3 * L - 1), generator=g, device=self.device, dtype=torch.float64)
-            for g in self.generators
-        ])  # (E, B, 3L-1): [target | L draws from pi | L-1 uniform tokens | L-1 mixture coins]
-        y = (u[..., :1] * V).long().clamp_(max=V - 1)  # (E, B, 1)
-        # right=True: the first offset whose CDF exceeds u, never a zero-probability one.
-        index = torch.searchsorted(self.shifted_cdf, u[..., 1 : L + 1] + self.task_index, right=True)
-        offset = (index - self.task_index * V).clamp_(0, V - 1)  # (E, B, L)
-        from_pi = y ^ offset  # z = z* XOR delta
-        uniform = (u[..., L + 1 : 2 * L] * V).long().clamp_(max=V - 1)  # (E, B, L-1)
-        use_pi = u[..., 2 * L :] < self.omega.view(-1, 1, 1)
-        head = torch.where(use_pi, from_pi[..., : L - 1], uniform)
-        return torch.cat([head, from_pi[..., L - 1 :]], dim=-1), y.squeeze(-1)
-
-
-def _offset_cdf(task: LCAConfig, device: torch.device) -> torch.Tensor:
-    """(V,) CDF of delta = z XOR z* under pi(z | z*), the same for every target z*.
-
-    Every neighbourhood of §4.1 and the weight exp(-D_H/beta) are invariant under z -> z XOR c
-    (Hamming distances and shared leading bits are), so pi(z | z*) = pi(z* XOR z | 0). Checked on
-    the table, so a future non-symmetric neighbourhood fails here instead of sampling wrongly.
-    """
-    table = pi_table(task, torch.float64, device)
-    tokens = torch.arange(task.V, device=device)
-    by_offset = table.gather(1, tokens[:, None] ^ tokens[None, :])  # [z*, delta] = pi(z* ^ delta | z*)
-    if not torch.allclose(by_offset, table[:1].expand_as(table), rtol=1e-12, atol=0.0):
-        raise ConfigError(f"neighborhood={task.neighborhood!r} is not XOR-symmetric: the trainer cannot sample it")
-    return _cdf(table[:1])[0]
+            p.sub_((lr * step_size) * m / denom)
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -268,64 +246,129 @@ def evaluate_accuracy(
     return count_correct(weights, x, y).double() / n_samples
 
 
-def _sample_per_model(
-    tasks: Sequence[LCAConfig], generators: Sequence[torch.Generator], n: int, device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    pairs = [sample_batch(t, n, g, device) for t, g in zip(tasks, generators)]
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-
-
 def _bayes(tasks: Sequence[LCAConfig], x: torch.Tensor, y: torch.Tensor) -> list[float]:
     from assocmem.lca.bayes import expected_accuracy_on  # written beside this module (issue 8)
 
     return [float(expected_accuracy_on(t, x[e], y[e])) for e, t in enumerate(tasks)]
 
 
+def shape_key(spec: RunSpec) -> tuple:
+    """Specs with equal keys can train as one batch: m and L (shared by the sampler), the vocabulary and
+    the model's (d, d_a). Init law, freeze switches, omega, beta, neighbourhood, lr and seed are per model."""
+    return (spec.task.m, spec.task.L, spec.task.vocab_size, *spec.model.shape)
+
+
+class _Batch:
+    """E models of one shape with their optimizer and training streams; `step()` is one optimizer step of
+    every model, the per-model mean loss added into `window_loss` on the device (nothing read back)."""
+
+    def __init__(self, specs: Sequence[RunSpec], train_cfg: TrainConfig, device: torch.device) -> None:
+        seeds = [s.seed for s in specs]
+        self.tasks, self.batch_size, self.E = [s.task for s in specs], train_cfg.batch_size, len(specs)
+        self.module = OneLayerTransformer.from_seeds(self.tasks[0].vocab_size, [s.model for s in specs], seeds,
+                                                     device)
+        params = self.module.trainable_parameters()
+        self.optimizer = BatchedAdamW(
+            params, lr=torch.tensor([s.lr for s in specs], dtype=torch.float32, device=device),
+            betas=train_cfg.betas, weight_decay=train_cfg.weight_decay,
+            trainable=[self.module.trainable(n) for n in WEIGHT_NAMES if getattr(self.module, n).requires_grad],
+            lr_factors=train_cfg.lr_factors(device),
+        )
+        self.sampler = Sampler(self.tasks, device)
+        self.generators = [make_generator(stream_seed(s, "train"), device) for s in seeds]
+        self.window_loss = torch.zeros(self.E, dtype=torch.float64, device=device)
+
+    def step(self) -> None:
+        self.optimizer.zero_grad()
+        x, y = self.sampler.draw(self.generators, self.batch_size)
+        logits = self.module(x).logits  # (E, B, V)
+        per_model = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.E, -1).mean(1)
+        if self.optimizer.params:
+            per_model.sum().backward()
+            self.optimizer.step()
+        self.window_loss += per_model.detach()
+
+
+class _Steps:
+    """Runs `batch.step()`: on CUDA, a few eager warm-up steps on a side stream, then the step captured once
+    as a CUDA graph (the per-model generators registered with it) and replayed; elsewhere, eagerly.
+
+    Every call is one real optimizer step, the warm-up steps included. If capture is unavailable or fails,
+    the steps stay eager (with a warning): slower, the same training. ASSOCMEM_CUDA_GRAPHS=0 turns capture off.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, batch: _Batch, device: torch.device, capture: bool | None = None) -> None:
+        if capture is None:
+            capture = device.type == "cuda" and os.environ.get("ASSOCMEM_CUDA_GRAPHS", "1") != "0"
+        self.batch, self.capture, self.done, self.graph = batch, capture, 0, None
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        elif not self.capture:
+            self.batch.step()
+        elif self.done < self.WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.batch.step()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            self._capture()
+        self.done += 1
+
+    def _capture(self) -> None:
+        try:
+            graph = torch.cuda.CUDAGraph()
+            for gen in self.batch.generators:
+                graph.register_generator_state(gen)
+            with torch.cuda.graph(graph):
+                self.batch.step()
+        except Exception as err:  # noqa: BLE001  (any capture failure: keep training eagerly)
+            warnings.warn(f"CUDA graph capture failed ({type(err).__name__}: {err}); training eagerly", stacklevel=2)
+            self.capture = False
+            self.batch.step()
+            return
+        self.graph = graph
+        graph.replay()  # capture records the step without running it
+
+
 def _train_batch(
-    specs: Sequence[RunSpec], train_cfg: TrainConfig, device: torch.device, progress: bool
+    specs: Sequence[RunSpec], train_cfg: TrainConfig, device: torch.device, progress: bool,
+    capture: bool | None = None,
 ) -> TrainResult:
-    """Train the models of `specs` (same m, L and model shapes) as one batch."""
-    tasks = [s.task for s in specs]
-    seeds = [s.seed for s in specs]
+    """Train the models of `specs` (one `shape_key`) as one batch; the host waits only at history rows."""
+    tasks, seeds = [s.task for s in specs], [s.seed for s in specs]
     E, n = len(specs), train_cfg.eval_samples
-    module = OneLayerTransformer.from_seeds(tasks[0].V, specs[0].model, seeds, device)
-    optimizer = BatchedAdamW(
-        module.trainable_parameters(),
-        lr=torch.tensor([s.lr for s in specs], dtype=torch.float32, device=device),
-        weight_decay=train_cfg.weight_decay,
-    )
-    stream = TrainingStream(tasks, [make_generator(stream_seed(s, "train"), device) for s in seeds], device)
+    batch = _Batch(specs, train_cfg, device)
+    run_step = _Steps(batch, device, capture)
+    eval_sampler = Sampler(tasks, device)
     eval_gens = [make_generator(stream_seed(s, "eval"), device) for s in seeds]
     rows: list[dict] = []
-    window_loss = torch.zeros(E, dtype=torch.float64, device=device)
     window = 0
     bar = _progress_bar(train_cfg.steps, progress)
     for step in range(1, train_cfg.steps + 1):
-        x, y = stream.draw(train_cfg.batch_size)
-        logits = module(x).logits  # (E, B, V)
-        per_model = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(E, -1).mean(1)
-        optimizer.zero_grad()
-        if optimizer.params:
-            per_model.sum().backward()
-            optimizer.step(train_cfg.lr_factor(step))
-        window_loss += per_model.detach().double()
+        run_step()
         window += 1
         if step % train_cfg.eval_every == 0 and step < train_cfg.steps:
-            xe, ye = _sample_per_model(tasks, eval_gens, n, device)
-            accuracy = (count_correct(module.weights(), xe, ye).double() / n).tolist()
-            rows += _rows(step, (window_loss / window).tolist(), accuracy)
-            window_loss.zero_()
+            xe, ye = eval_sampler.draw(eval_gens, n)
+            accuracy = (count_correct(batch.module.weights(), xe, ye).double() / n).tolist()
+            rows += _rows(step, (batch.window_loss / window).tolist(), accuracy)
+            batch.window_loss.zero_()
             window = 0
             bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", acc=f"{sum(accuracy) / E:.3f}")
         bar.update(1)
     bar.close()
+    batch.optimizer.zero_grad()  # drop the gradients (on CUDA they live in the captured graph's memory pool)
     # The final evaluation has its own stream, so its samples do not depend on eval_every.
-    xf, yf = _sample_per_model(tasks, [make_generator(stream_seed(s, "final"), device) for s in seeds], n, device)
-    final = (count_correct(module.weights(), xf, yf).double() / n).tolist()
+    xf, yf = eval_sampler.draw([make_generator(stream_seed(s, "final"), device) for s in seeds], n)
+    final = (count_correct(batch.module.weights(), xf, yf).double() / n).tolist()
     bayes = _bayes(tasks, xf, yf) if train_cfg.bayes else [math.nan] * E
-    rows += _rows(train_cfg.steps, (window_loss / max(window, 1)).tolist(), final)
+    rows += _rows(train_cfg.steps, (batch.window_loss / max(window, 1)).tolist(), final)
     history = pd.DataFrame(rows, columns=["step", "model", "loss", "accuracy"])
-    return TrainResult(module, list(specs), final, bayes, history)
+    return TrainResult(batch.module, list(specs), final, bayes, history)
 
 
 def _rows(step: int, losses: list[float], accuracies: list[float]) -> list[dict]:
@@ -350,13 +393,15 @@ def train_models(
     device: torch.device | str = "cpu",
     lr: float | None = None,
     progress: bool = False,
+    capture: bool | None = None,
 ) -> TrainResult:
-    """Train one model per seed on the same setting, all at once (model e = seeds[e])."""
+    """Train one model per seed on the same setting, all at once (model e = seeds[e]). `capture`: run the
+    step as a CUDA graph (default: on CUDA unless ASSOCMEM_CUDA_GRAPHS=0; never on the CPU)."""
     if len(seeds) == 0:
         raise ConfigError("seeds=[] is invalid: allowed at least one seed")
     rate = train_cfg.lr if lr is None else lr
     specs = [RunSpec(task, model_cfg, rate, int(s)) for s in seeds]
-    return _train_batch(specs, train_cfg, resolve_device(device), progress)
+    return _train_batch(specs, train_cfg, resolve_device(device), progress, capture)
 
 
 def train_sweep(
@@ -365,24 +410,23 @@ def train_sweep(
     device: torch.device | str = "cpu",
     progress: bool = False,
     max_models: int | None = None,
+    capture: bool | None = None,
 ) -> list[TrainedModel]:
-    """Train every spec; specs that share shapes (m, L, d, d_a, freeze switches, init std) are
-    trained as one batch (at most `max_models` per batch), whatever their omega, beta,
-    neighbourhood, lr and seed. Returns one TrainedModel per spec, in input order."""
+    """Train every spec; specs of one `shape_key` (m, L, vocabulary, d, d_a) are trained as one batch (at
+    most `max_models` per batch), whatever their omega, beta, neighbourhood, init, freeze switches, lr and
+    seed. Returns one TrainedModel per spec, in input order."""
     if max_models is not None:
         check_int_range("max_models", max_models, 1)
     dev = resolve_device(device)
     groups: dict[tuple, list[int]] = {}
     for i, s in enumerate(specs):
-        m = s.model
-        key = (s.task.m, s.task.L, m.d, m.head_size, m.freeze_value, m.freeze_embedding, m.std)
-        groups.setdefault(key, []).append(i)
+        groups.setdefault(shape_key(s), []).append(i)
     out: list[TrainedModel | None] = [None] * len(specs)
     for indices in groups.values():
         size = max_models or len(indices)
         for start in range(0, len(indices), size):
             batch = indices[start : start + size]
-            result = _train_batch([specs[i] for i in batch], train_cfg, dev, progress)
+            result = _train_batch([specs[i] for i in batch], train_cfg, dev, progress, capture)
             weights = result.module.weights()
             for e, i in enumerate(batch):
                 hist = result.history[result.history["model"] == e].drop(columns="model").reset_index(drop=True)
