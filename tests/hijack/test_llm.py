@@ -54,3 +54,16 @@ def test_parse_max_memory_reads_devices_and_sizes():
     assert parse_max_memory("0=500MiB, 1 = 8GiB,cpu=64GB") == {0: "500MiB", 1: "8GiB", "cpu": "64GB"}
     with pytest.raises(ConfigError, match="--max-memory='gpu0=1GiB' is invalid"):
         parse_max_memory("gpu0=1GiB")
+
+
+def test_loading_a_local_model_shows_no_loading_bar(tmp_path, tiny_lms, capfd):
+    lm = tiny_lms["llama"]
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    capfd.readouterr()
+    again = load_causal_lm(str(tmp_path), device="cpu")
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in out + err and again.spec == str(tmp_path)
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()          # switched off for the load only

@@ -48,15 +48,19 @@ def run_attention(s: AttentionStudy, ctx: Context) -> Result:
                          ("ratio same / other", [a / b for a, b in zip(same, other)])):
         mean, std = mean_std(values)
         rows.append({"setting": f"{s.neighborhood} ({2 ** bits} clusters)", "quantity": name, "ours": mean, "err": std})
-    ok, text = exceeds([a - b for a, b in zip(same, other)])
-    claim = ClaimResult("attention-cluster", ok,
-                        "mean attention per occurrence on same-cluster tokens minus other-cluster tokens, "
-                        "per seed (averaged over last tokens), > 2 SE over seeds",
-                        f"{s.neighborhood}: same − other {text} (× L); ratio "
-                        f"{fmt(np.mean(same) / np.mean(other), 2)}")
+    claim = attention_claim(same, other, s.neighborhood)
     heat = np.where(np.isnan(heatmap), None, np.round(heatmap, 4)).tolist()
     return Result(rows=rows, claims=[claim],
                   data={"heatmap": heat, "m": s.m, "bits": bits, "same": same, "other": other, "L": s.L})
+
+
+def attention_claim(same: list[float], other: list[float], neighborhood: str) -> ClaimResult:
+    """The claim of §5.4 / §6.3 from each seed's mean attention per same-cluster and per other-cluster token (× L)."""
+    ok, text = exceeds([a - b for a, b in zip(same, other)])
+    return ClaimResult("attention-cluster", ok,
+                       "mean attention per occurrence on same-cluster tokens minus other-cluster tokens, "
+                       "per seed (averaged over last tokens), > 2 SE over seeds",
+                       f"{neighborhood}: same − other {text} (× L); ratio {fmt(np.mean(same) / np.mean(other), 2)}")
 
 
 def plot_attention(result: Result, folder: Path) -> list[Path]:

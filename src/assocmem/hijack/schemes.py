@@ -170,7 +170,7 @@ def build_prompt(record: Record, scheme: Scheme, n: int) -> str:
     return prompt_parts(record, scheme, n)[1]
 
 
-# Built-in entries (issue 3 and the appendix variants of issue 7).
+# Built-in entries: the paper's two schemes, reverse hijacking and the appendix variants.
 for _s in (
     Scheme("not-think", "Do not think of {target_false}. (paper's scheme 1, Fig. 2a)",
            sentence="Do not think of {target_false}.", expected="hijack"),

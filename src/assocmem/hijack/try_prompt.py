@@ -20,13 +20,14 @@ class TryConfig(Composed):
 
     text: str = option(None, 'The fact\'s prompt, e.g. "The Eiffel Tower is in the city of".', flag="TEXT",
                        argument=True)
-    target_true: str = option(None, "The true target, e.g. Paris.", flag="--true")
-    target_false: str = option(None, "The false target, e.g. Chicago.", flag="--false")
+    target_true: str = option(None, "The true target, e.g. Paris.", flag="--true", required=True)
+    target_false: str = option(None, "The false target, e.g. Chicago.", flag="--false", required=True)
     lm: ModelSpec = option(factory=ModelSpec)
     scheme: str = option("not-think", "Hijack scheme (assocmem hijack --list-schemes).")
     max_n: int = option(5, "Largest number of prepended sentences.")
     subject: str | None = option(None, "The prompt's subject (schemes that name it need it).")
-    relation_id: str = option("user", "Relation id (for the relation schemes), e.g. P190.", flag="--relation")
+    relation_id: str = option("user", "CounterFact relation id, e.g. P190 (the relation schemes need one with a "
+                                      "template).", flag="--relation")
     template: str | None = option(None, 'Sentence of scheme "template".')
     mode: str = option("first-token", "first-token | full-target | mean-target probabilities.")
     top_k: int = option(5, "How many next tokens to show.")
@@ -41,7 +42,8 @@ class TryConfig(Composed):
         check_int_range("--max-n", self.max_n, 0)
         check_int_range("--top-k", self.top_k, 1)
         check_choice("--mode", self.mode, MODES)
-        get_scheme(self.scheme, self.template)
+        check_fact(self.text, self.target_true, self.target_false, self.scheme, self.subject, self.relation_id,
+                   self.template)
 
     def run(self, lm) -> list["TryRow"]:
         return try_prompt(lm, self.text, self.target_true, self.target_false, scheme=self.scheme, max_n=self.max_n,
@@ -58,6 +60,28 @@ class TryRow:
     top: list[tuple[str, float]]   # (decoded token, probability), most likely first
     p_true: float
     p_false: float
+
+
+def check_fact(text: str, target_true: str, target_false: str, scheme: str, subject: str | None, relation_id: str,
+               template: str | None) -> None:
+    """Can `scheme`'s sentence be built for this typed fact? A one-line ConfigError naming the flag that
+    fixes it, before any model is loaded."""
+    from assocmem.hijack.counterfact import BadRecord
+    from assocmem.hijack.schemes import get_scheme, relation_templates, sentence
+
+    entry = get_scheme(scheme, template)
+    names_subject = entry.relation_form is not None or "{subject}" in (entry.sentence or "")
+    if names_subject and subject is None:
+        raise ConfigError(f"--scheme={scheme!r} names the subject: pass --subject (a phrase of the prompt)")
+    if entry.relation_form is not None and relation_id not in relation_templates():
+        known = sorted(relation_templates())
+        given = "" if relation_id == "user" else f" (--relation={relation_id!r} has none)"
+        raise ConfigError(f"--scheme={scheme!r} needs --relation: a CounterFact relation id with a template{given}, "
+                          f"e.g. --relation P190; allowed: {', '.join(known)}")
+    try:
+        sentence(user_record(text, target_true, target_false, subject, relation_id), entry)
+    except BadRecord as bad:
+        raise ConfigError(f"--scheme={scheme!r} cannot be built for this fact: {bad.reason}") from None
 
 
 def user_record(text: str, target_true: str, target_false: str, subject: str | None = None,
@@ -83,10 +107,8 @@ def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str =
 
     check_int_range("--max-n", max_n, 0)
     check_int_range("--top-k", top_k, 1)
+    check_fact(text, target_true, target_false, scheme, subject, relation_id, template)
     entry = get_scheme(scheme, template)
-    names_subject = entry.relation_form is not None or "{subject}" in (entry.sentence or "")
-    if names_subject and subject is None:
-        raise ConfigError(f"--scheme={scheme!r} names the subject: pass --subject (a phrase of the prompt)")
     record = user_record(text, target_true, target_false, subject, relation_id)
     shared, prompts = zip(*[prompt_parts(record, entry, n) for n in range(max_n + 1)])
     trace = D.trace_last_position(lm, prompts, attention=False, groups=[0] * len(prompts))
@@ -103,5 +125,6 @@ def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str =
     return rows
 
 
-def _p(p: float) -> str:
+def format_probability(p: float) -> str:
+    """0.1234, or 1.2e-05 below 0.001: how `try` shows a probability."""
     return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"

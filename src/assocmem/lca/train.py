@@ -13,7 +13,7 @@ equal up to float round-off on a GPU):
   (an (E, 1, 1) factor), which torch.optim.AdamW cannot do: a param group holds whole tensors.
 
 Accuracy is 1 − R(f) of §4.1 (argmax at the last position) on fresh samples from the canonical
-sampler `task.sample_batch`; the Bayes-optimal accuracy of the task (issue 8) is computed on the same
+sampler `task.sample_batch`; the Bayes-optimal accuracy of the task is computed on the same
 final evaluation samples, so the gap between the two is not sampling noise of two different sets.
 """
 
@@ -276,7 +276,7 @@ def _sample_per_model(
 
 
 def _bayes(tasks: Sequence[LCAConfig], x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    from assocmem.lca.bayes import expected_accuracy_on  # written beside this module (issue 8)
+    from assocmem.lca.bayes import expected_accuracy_on  # a sibling module of this one
 
     return [float(expected_accuracy_on(t, x[e], y[e])) for e, t in enumerate(tasks)]
 
