@@ -288,3 +288,18 @@ def test_a_run_refused_by_validation_leaves_no_folder_and_no_config(tmp_path, ed
     with pytest.raises(ConfigError, match=match):
         run_hijack(config, tmp_path / "run", progress=False, plot=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_same_file_under_another_path_resumes_and_another_file_under_the_same_path_does_not(tmp_path):
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+    (tmp_path / "run" / "rows.parquet").unlink()
+    link = tmp_path / "elsewhere"
+    link.mkdir()
+    (link / "same.json").write_bytes(cf.read_bytes())
+    summary = run_hijack(_config(link / "same.json"), tmp_path / "run", progress=False, plot=False)
+    assert summary["records"] == 24 and summary["counterfact"] == str((link / "same.json").resolve())
+    (link / "same.json").write_text(cf.read_text().replace("Russian", "Italian"))
+    (tmp_path / "run" / "rows.parquet").unlink()
+    with pytest.raises(ConfigError, match="different the CounterFact file"):
+        run_hijack(_config(link / "same.json"), tmp_path / "run", progress=False, plot=False)

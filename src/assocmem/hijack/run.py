@@ -36,8 +36,10 @@ from assocmem.io import read_json, write_json, write_parquet
 from assocmem.models.packing import PackingStats
 from assocmem.models.spec import ModelSpec
 
-# Fields that may change between a run and its resumption (they do not change what is computed).
-_RESUMABLE = ("batch_tokens", "row_tokens", "device", "device_map", "max_memory", "batch_size")  # batch_size: older folders
+# Fields that may change between a run and its resumption (they do not change what is computed). The CounterFact
+# path may be spelt another way, or found without --counterfact: the file is compared by its sha256 (fingerprints).
+_RESUMABLE = ("batch_tokens", "row_tokens", "device", "device_map", "max_memory", "counterfact",
+              "batch_size")  # batch_size: older folders
 
 
 @dataclass(frozen=True)
