@@ -179,9 +179,9 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     if progress:
         from tqdm.auto import tqdm
 
-        if len(pending) < n_chunks:
-            finished = [c for c in range(n_chunks) if c not in set(pending)]
-            print(f"resuming {out}: {len(finished)} of {n_chunks} chunks ({sum(len(items_by_chunk[c]) for c in finished)} "
+        done = sorted(set(range(n_chunks)) - set(pending))
+        if done:
+            print(f"resuming {out}: {len(done)} of {n_chunks} chunks ({sum(len(items_by_chunk[c]) for c in done)} "
                   f"prompts) finished earlier; scoring the other {len(pending)}", file=sys.stderr)
         bar = tqdm(total=sum(len(items_by_chunk[c]) for c in pending), desc=f"hijack {lm.name}", unit="prompt")
     for c, plan in _chunk_plans(lm.tokenizer, items_by_chunk, pending, config.scoring.planning_mode,
