@@ -91,7 +91,6 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
     config = config_from_dict(raw, device=device, counterfact=str(path))
     now = {"counterfact": counterfact_fingerprint(path), "model": model_fingerprint(config.lm.model),
            "assocmem": (recorded or {}).get("assocmem"), "code": rows_code()}
-    code_changed = bool(recorded) and recorded.get("code") != now["code"]
     if recorded:   # other code is what verify re-checks the rows with: not a reason to refuse
         changed = [c for c in what_changed({**recorded, "code": now["code"]}, now) if "commit" not in c]
         if changed:
@@ -123,12 +122,19 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
     same = (np.sign(old_f - old_t) == np.sign(new_f - new_t))
     delta = np.maximum(np.abs(old_t - new_t), np.abs(old_f - new_f))
     return {"folder": str(folder), "model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
-            "fingerprints": ("recorded, matching" + ("; the code that computes rows changed since the run" if code_changed
-                                                     else "") if recorded else "not recorded (run predates them): "
-                             "checked against the files its config names"),
+            "fingerprints": ("recorded, matching" + _code_note(recorded["code"] if "code" in recorded else None,
+                                                               now["code"]) if recorded else
+                             "not recorded (run predates them): checked against the files its config names"),
             "rows": int(len(rows)), "rows_checked": int(len(picked)), "same_decisions": int(same.sum()),
             "within_tolerance": int((delta <= tolerance).sum()), "tolerance": tolerance,
             "max_abs_dlogp": float(delta.max()) if len(delta) else 0.0}
+
+
+def _code_note(then: str | None, now: str) -> str:
+    """What verify says about the code: the rows are re-scored with today's code, whichever computed them."""
+    if then is None:
+        return "; the code that computed the rows was not recorded (an older assocmem)"
+    return "; the code that computes rows changed since the run" if then != now else ""
 
 
 def _read_summary(folder: Path) -> dict:
