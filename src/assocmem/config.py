@@ -83,11 +83,12 @@ def save_config(config: Any, path: str | Path) -> Path:
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", flag: str | None = None, factory: Any = None,
-           argument: bool = False) -> Any:
+           argument: bool = False, required: bool = False) -> Any:
     """A config field that is also a command-line option: its help text (and flag, default
-    --field-name; or a positional `argument`) live beside it, so the CLI is generated from the
-    dataclass (assocmem.cli.options)."""
-    meta = {"help": help, **({"flag": flag} if flag else {}), **({"argument": True} if argument else {})}
+    --field-name; or a positional `argument`; `required` for an option the command cannot run without)
+    live beside it, so the CLI is generated from the dataclass (assocmem.cli.options)."""
+    meta = {"help": help, **({"flag": flag} if flag else {}), **({"argument": True} if argument else {}),
+            **({"required": True} if required else {})}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

@@ -40,7 +40,7 @@ def test_dose_response_says_rises_then_saturates_and_declines_when_it_does():
 def test_paired_change_and_model_comparison_on_the_same_records():
     rows = _rows({0: 0.2, 1: 0.7})
     mean, se, k = paired_change(rows, 0, 1)
-    assert k == 200 and mean == pytest.approx(0.5) and se > 0
+    assert k == 200 and mean == pytest.approx(0.5) and se == pytest.approx((0.25 / 199) ** 0.5)   # 100 of 200 change
     both = pd.concat([_rows({1: 0.7}, model="a"), _rows({1: 0.4}, model="b")])
     c = compare_models(both, "a", "b", 1)
     assert (c.records, c.only_a, c.only_b) == (200, 60, 0) and c.p_value < 1e-10

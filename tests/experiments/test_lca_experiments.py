@@ -37,14 +37,26 @@ def test_synthetic_experiments_on_tiny_settings(tmp_path):
     registry = Registry(dataclasses.replace(e, quick=_quick(e)) for e in synthetic)
     summary = reproduce("quick", None, "cpu", tmp_path, registry=registry)
     assert not summary.failed, [(o.id, o.error) for o in summary.failed]
+    report = summary.report.read_text()
     for exp in synthetic:
         result = json.loads((tmp_path / exp.id / "result.json").read_text())
-        assert result["figures"] and all((tmp_path / exp.id / f).is_file() for f in result["figures"])
-        assert result["rows"], exp.id
+        for figure in result["figures"] or [None]:
+            assert figure and (tmp_path / exp.id / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", exp.id
         assert {c["claim"] for c in result["claims"]} == set(exp.claims), exp.id
-    accuracy_rows = json.loads((tmp_path / "fig3a" / "result.json").read_text())["rows"]
-    assert all(0 <= r["bayes"] <= 1 for r in accuracy_rows)  # every accuracy row carries its ceiling
-    report = summary.report.read_text()
+        for c in result["claims"]:   # the report shows each verdict as the experiment judged it
+            verdict = "**supported**" if c["supported"] else "**NOT supported**"
+            protocol = {"ours": "our protocol", "paper": "paper protocol"}[exp.protocol]
+            assert f"| `{exp.id}` ({protocol}) | {c['criterion'].replace('|', chr(92) + '|')}" in report, (exp.id, c["claim"])
+            assert f"- claim `{c['claim']}` ({protocol}): {verdict}" in report
+        for row in result["rows"]:
+            assert isinstance(row["quantity"], str) and row["ours"] is not None, (exp.id, row)
+            if "n" in row and "bayes" in row:   # an accuracy over the tiny profile's 2 seeds (accuracy_row)
+                assert 0 <= row["ours"] <= 1 and 0 <= row["bayes"] <= 1 and row["n"] == 2, (exp.id, row)
+    rows = json.loads((tmp_path / "fig3a" / "result.json").read_text())["rows"]
+    assert [(r["setting"], r["quantity"]) for r in rows] == [                  # L × d × W_V arm, each over 2 seeds
+        (f"L={L}, d={d} (lr 0.01)", arm) for L in (6, 8) for d in (4, 12)
+        for arm in ("accuracy, trained W_V", "accuracy, W_V = I")]
+    assert all(0 <= r["bayes"] <= 1 for r in rows)  # every accuracy row carries its ceiling
     assert report.count("gap to Bayes-optimal") >= 5
     assert "(paper protocol)" in report and "(our protocol)" in report
     assert "criterion revised after a first result" in report  # c2, c4 and spectra say so beside their verdicts

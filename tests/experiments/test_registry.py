@@ -100,3 +100,41 @@ def test_claim_statistics():
     assert mean == 2.0 and abs(se - (1 / 3) ** 0.5) < 1e-12
     assert exceeds([0.5, 0.6, 0.55])[0] and not exceeds([0.5, -0.6, 0.1])[0]
     assert spearman([1, 2, 3, 4], [0.1, 0.2, 0.25, 0.9]) == 1.0
+
+
+def _setting(settings: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(settings, dict) or part not in settings:
+            return None
+        settings = settings[part]
+    return settings
+
+
+def test_a_chosen_settings_text_states_the_value_its_profile_runs():
+    """Where the reason for a setting names a profile's value ("quick 3, full 5"), it is the value that profile
+    runs (the report prints the run's own value beside each reason too)."""
+    import re
+
+    from assocmem.config import to_dict
+    from assocmem.experiments.registry import PROFILES
+
+    reference, wrong = load_reference(), []
+    for exp in default_registry():
+        for key, text in reference[exp.id].get("chosen_settings", {}).items():
+            for profile in (p for p in PROFILES if exp.in_profile(p)):
+                value = _setting(to_dict(exp.settings(profile)), key)
+                stated = re.search(rf"\b{profile} (\d+(?:\.\d+)?)\b", text)
+                if stated and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                        and float(stated.group(1)) != value:
+                    wrong.append(f"{exp.id} {key}: the text says {profile} {stated.group(1)}, {profile} runs {value}")
+    assert not wrong, wrong
+
+
+def test_the_report_prints_each_chosen_setting_with_the_value_it_ran_with():
+    from assocmem.experiments.report import _chosen
+
+    settings = {"training": {"seeds": 5, "lrs": [0.01, 0.001]}, "note": None}
+    assert _chosen("training.seeds", "not given in our sources", settings) == "training.seeds = 5: not given in our sources"
+    assert _chosen("training.lrs", "the best", settings) == "training.lrs = 0.01, 0.001: the best"
+    assert _chosen("note", "none", settings) == "note = none: none"
+    assert _chosen("(data)", "hijack-sample's", settings) == "(data): hijack-sample's"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from assocmem.experiments.reproduce import reproduce
 
@@ -32,7 +33,7 @@ def test_changed_setting_reruns_only_that_experiment_and_its_readers(tmp_path, c
     summary = reproduce("quick", None, "cpu", tmp_path, registry=make(a=3, b=2))
     assert _statuses(summary) == {"alpha": "ran", "beta": "ran", "gamma": "cached"}  # beta reads alpha
     assert calls == ["alpha", "beta"]
-    assert not list((tmp_path / ".partial").iterdir())  # finished folders were moved into place
+    assert not (tmp_path / ".partial").exists()  # finished folders were moved into place, the empty .partial removed
 
 
 def test_profile_changes_the_settings(tmp_path, calls, make):
@@ -132,3 +133,136 @@ def test_quick_profile_difference_is_printed_beside_the_verdict(tmp_path, make):
     assert report.count("quick profile differs from full: quick uses a smaller m") == 2  # claims table and section
     report = reproduce("full", ["alpha"], "cpu", tmp_path / "full", registry=reg).report.read_text()
     assert "quick profile differs" not in report
+
+
+FAMILY = '''
+from dataclasses import dataclass
+from pathlib import Path
+
+from assocmem.experiments.registry import ClaimResult, Experiment, Result
+
+SCALE = 2
+
+
+@dataclass(frozen=True)
+class Knob:
+    value: int = 1
+
+
+def shared(x):
+    return x * SCALE
+
+
+def run_one(settings, ctx):
+    return Result(rows=[{"setting": "s", "quantity": "q", "ours": shared(settings.value) + 1}])
+
+
+def run_two(settings, ctx):
+    return Result(rows=[{"setting": "s", "quantity": "q", "ours": shared(settings.value) + 2}])
+
+
+def no_plot(result, folder):
+    return []
+
+
+EXPERIMENTS = [Experiment("one", "One", "—", Knob(), Knob(), run_one, no_plot),
+               Experiment("two", "Two", "—", Knob(), Knob(), run_two, no_plot)]
+'''
+
+
+def _family(path, source: str):
+    """Write `source` as a module file and (re-)import it; its experiments as a registry."""
+    import importlib.util
+    import sys
+
+    from assocmem.experiments.registry import Registry
+
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return Registry(module.EXPERIMENTS)
+
+
+def test_one_changed_line_of_an_experiments_computation_reruns_that_experiment_and_no_other(tmp_path):
+    family = tmp_path / "code_fingerprint_family.py"
+    out = tmp_path / "out"
+    first = reproduce("quick", None, "cpu", out, registry=_family(family, FAMILY))
+    assert _statuses(first) == {"one": "ran", "two": "ran"}
+    again = reproduce("quick", None, "cpu", out, registry=_family(family, FAMILY + "\n# a comment\n"))
+    assert _statuses(again) == {"one": "cached", "two": "cached"}           # comments and layout do not count
+    edited = FAMILY.replace("shared(settings.value) + 1}", "shared(settings.value) + 10}")
+    summary = reproduce("quick", None, "cpu", out, registry=_family(family, edited))
+    assert _statuses(summary) == {"one": "ran", "two": "cached"}
+    assert json.loads((out / "one" / "result.json").read_text())["rows"][0]["ours"] == 12   # the new code's number
+    summary = reproduce("quick", None, "cpu", out, registry=_family(family, edited.replace("SCALE = 2", "SCALE = 3")))
+    assert _statuses(summary) == {"one": "ran", "two": "ran"}                # a constant both read
+    report = summary.report.read_text()
+    code = json.loads((out / "two" / "result.json").read_text())["code"]
+    assert len(code) == 16 and f"code `{code}`" in report
+
+
+EDIT_AND_HASH = """
+import json, sys
+from pathlib import Path
+from assocmem.experiments.registry import default_registry
+from assocmem.experiments.runner import experiment_code
+
+root = Path(sys.argv[1])
+codes = [{e.id: experiment_code(e) for e in default_registry()}]
+for path, old, new in json.loads(sys.argv[2]):
+    target = root / path
+    text = target.read_text()
+    assert text.count(old) == 1, old
+    target.write_text(text.replace(old, new))
+    codes.append({e.id: experiment_code(e) for e in default_registry()})
+    target.write_text(text)
+print(json.dumps(codes))
+"""
+
+
+def test_a_changed_line_changes_the_fingerprint_of_what_uses_it_only():
+    """The real experiments' code fingerprints, in a copy of the package, before and after one line of one
+    experiment's judge changes, and one line of a library module."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    edits = [("experiments/theory_structure.py", "holds.append(svd <= m + 2)", "holds.append(svd <= m + 3)"),
+             ("lca/bayes.py", "return float(values.mean())", "return float(values.mean(0))")]
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(src / "assocmem", Path(tmp) / "assocmem", ignore=shutil.ignore_patterns("__pycache__"))
+        out = subprocess.run([sys.executable, "-c", EDIT_AND_HASH, str(Path(tmp) / "assocmem"), json.dumps(edits)],
+                             env={**os.environ, "PYTHONPATH": tmp}, capture_output=True, text=True, check=True)
+    before, judge, library = json.loads(out.stdout)
+    assert {k for k in before if judge[k] != before[k]} == {"lemma5"}
+    changed = {k for k in before if library[k] != before[k]}
+    assert {"fig3a", "c4", "thm1", "mixing"} <= changed and not changed & {"fig1", "lemma6", "atlas"}
+
+
+def test_the_report_lists_what_was_selected_and_what_is_finished_here(tmp_path, calls, make):
+    report = reproduce("quick", ["beta"], "cpu", tmp_path, registry=make()).report.read_text()
+    assert "`alpha`" in report and "`beta`" in report and "gamma" not in report   # beta requires alpha
+    assert "| not run |" not in report and "- experiments: 2 of the 3 registered" in report
+    report = reproduce("quick", ["gamma"], "cpu", tmp_path, registry=make()).report.read_text()
+    assert all(f"### {e}" in report for e in ("alpha / a1", "beta", "gamma"))      # finished folders stay listed
+    assert report.count("| [") == 3
+
+
+def test_the_papers_statement_is_ours_not_a_quotation(make):
+    from assocmem.experiments.report import _experiment_section
+
+    exp = make().get("alpha")
+    lines = _experiment_section(exp, None, None, {"statement": "Longer contexts help.", "source": "Fig. 0"})
+    assert "What the paper reports, in our words (Fig. 0): Longer contexts help." in lines
+    assert not any('"Longer contexts help."' in line for line in lines)
+
+
+def test_a_failed_experiment_keeps_its_partial_folder(tmp_path, calls, make):
+    summary = reproduce("quick", None, "cpu", tmp_path, registry=make(with_failure=True))
+    partial = [p.name for p in (tmp_path / ".partial").iterdir()]
+    assert len(partial) == 1 and partial[0].startswith("delta-") and summary.failed[0].folder.name == partial[0]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pandas as pd
+
 from assocmem.lca.task import LCAConfig
 from assocmem.experiments import lca_embedding, theory, theory_structure
 from assocmem.experiments.registry import Registry, default_registry
@@ -98,10 +100,17 @@ def test_theory_experiments_on_tiny_settings(tmp_path):
     summary = reproduce("quick", None, "cpu", tmp_path, registry=Registry(chosen))
     assert not summary.failed, [(o.id, o.error) for o in summary.failed]
     verdicts = {}
+    results = {}
     for exp in chosen:
-        result = json.loads((tmp_path / exp.id / "result.json").read_text())
-        assert result["figures"] and result["rows"] and result["tables"], exp.id
-        verdicts.update({c["claim"]: c["supported"] for c in result["claims"]})
+        results[exp.id] = json.loads((tmp_path / exp.id / "result.json").read_text())
+        assert [f.removesuffix(".png") for f in results[exp.id]["figures"]] != [], exp.id
+        verdicts.update({c["claim"]: c["supported"] for c in results[exp.id]["claims"]})
     assert verdicts["lemma5-rank"] and verdicts["lemma6-gradient"] and not verdicts["lemma6-printed"]
     assert verdicts["lemma2-bayes"]
-    assert (tmp_path / "lemma6" / "lemma6.csv").is_file()
+    ranks = results["lemma5"]["rows"]   # the SVD's rank is the closed form's, and m + 1 at b0 = b > am/2
+    assert len(ranks) == 2 * 3 and all(r["ours"] == r["closed_form"] for r in ranks)
+    assert [r["ours"] for r in ranks if r["setting"].endswith("b0 = b = am/2 + 1")] == [4, 5]
+    lemma6 = pd.read_csv(tmp_path / "lemma6" / "lemma6.csv")
+    assert (lemma6["quantity"] == "gradient").sum() == 4 * 2**3 and lemma6["instance"].nunique() == 4
+    (construction,) = [r for r in results["thm1"]["rows"] if r["quantity"] == "accuracy, construction"]
+    assert construction["ours"] == construction["L=64"] and 0 <= construction["L=4"] <= 1   # the curve over L

@@ -110,3 +110,51 @@ def test_offline_download_names_the_option(tmp_path):
         download_counterfact("http://127.0.0.1:9/counterfact.json", "0" * 64, tmp_path / "cf.json")
     assert "--counterfact PATH" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "cf.json").exists()
+
+
+def test_one_lookup_for_every_command_in_its_order(tmp_path, monkeypatch):
+    """--counterfact, then shared/data/... beside the checkout or the working directory, then
+    $ASSOCMEM_COUNTERFACT, then the download."""
+    from assocmem.hijack import counterfact as C
+
+    shared = tmp_path / "shared-copy" / "cf.json"
+    shared.parent.mkdir()
+    shared.write_text("[]")
+    env_file = _write(tmp_path, [], "env.json")
+    given = _write(tmp_path, [], "given.json")
+    monkeypatch.setattr(C, "SHARED_COPY", Path("shared-copy") / "cf.json")   # looked for beside the cwd's parent
+    monkeypatch.chdir(tmp_path / "shared-copy")
+    monkeypatch.setenv(C.ENV_VAR, str(env_file))
+    monkeypatch.setattr(C, "download_counterfact", lambda: tmp_path / "downloaded.json")
+    assert C.counterfact_path(given) == given.resolve()
+    assert C.counterfact_path() == shared.resolve()
+    monkeypatch.setattr(C, "SHARED_COPY", Path("nowhere") / "cf.json")
+    assert C.counterfact_path() == env_file.resolve()
+    monkeypatch.setenv(C.ENV_VAR, str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match=r"^\$ASSOCMEM_COUNTERFACT='.*missing.json' is invalid: no such file"):
+        C.counterfact_path()
+    monkeypatch.delenv(C.ENV_VAR)
+    assert C.find_counterfact() is None and C.counterfact_path() == tmp_path / "downloaded.json"
+    with pytest.raises(ConfigError, match="--counterfact=.* is invalid: no such file"):
+        C.counterfact_path(tmp_path / "missing.json")
+
+
+RECONSTRUCTED = Path(__file__).resolve().parents[3] / "shared" / "data" / "counterfact_reconstructed.json"
+
+
+@pytest.mark.skipif(not RECONSTRUCTED.is_file(), reason="no shared/data beside the checkout")
+def test_hijack_without_counterfact_reads_the_copy_beside_the_checkout(tmp_path, monkeypatch, capsys):
+    """The README's `hijack` examples name no file: they run offline on the copy beside the checkout."""
+    from assocmem.cli import main
+    from assocmem.hijack import counterfact as C
+
+    def offline(*args, **kwargs):
+        raise AssertionError("no download")
+
+    monkeypatch.setattr(C, "download_counterfact", offline)
+    monkeypatch.delenv(C.ENV_VAR, raising=False)
+    assert main(["hijack", "--model", "tiny-random-gpt2", "--schemes", "not-think", "--max-n", "1", "--relations",
+                 "P190", "--per-relation", "2", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["counterfact"] == str(RECONSTRUCTED.resolve()) and summary["records"] == 2
+    assert summary["fingerprints"]["counterfact"]["copy"] == "reconstructed"

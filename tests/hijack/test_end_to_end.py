@@ -35,4 +35,6 @@ def test_bundled_gemma_golden_numbers_and_a_small_run(gemma, tmp_path):
     rows = pd.read_parquet(tmp_path / "rows.parquet")
     assert summary["records"] == 3 and len(rows) == 3 * 2 * 2
     assert rows["logp_true"].between(-40, 0).all() and rows["logp_false"].between(-40, 0).all()
-    assert (tmp_path / "rates.png").is_file()
+    rates = pd.DataFrame(summary["rates"]).set_index(["scheme", "n"])["hijacked_share"]
+    assert rates.to_dict() == pytest.approx(rows.groupby(["scheme", "n"])["hijacked"].mean().to_dict())
+    assert (tmp_path / "rates.png").read_bytes()[:4] == b"\x89PNG"

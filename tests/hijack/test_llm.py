@@ -110,3 +110,14 @@ def test_the_bundled_checkpoint_descriptions_match_the_ggufs(name):
     assert _gguf_file_type(path) == {"Q4_K_M": 15, "Q4_1": 3}[BUNDLED_CHECKPOINTS[name][1]]
     assert f"4-bit GGUF checkpoint ({BUNDLED_CHECKPOINTS[name][1]}) de-quantised to float32" in checkpoint_description(name)
     assert checkpoint_description("gpt2") is None
+def test_loading_a_local_model_shows_no_loading_bar(tmp_path, tiny_lms, capfd):
+    lm = tiny_lms["llama"]
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    capfd.readouterr()
+    again = load_causal_lm(str(tmp_path), device="cpu")
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in out + err and again.spec == str(tmp_path)
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()          # switched off for the load only

@@ -16,7 +16,7 @@ import pytest
 from assocmem.cli import main
 from assocmem.errors import ConfigError
 from assocmem.hijack.counterfact import BadRecord
-from assocmem.hijack.run import HijackConfig, run_hijack
+from assocmem.hijack.run import HijackConfig, rows_code, run_hijack
 from assocmem.hijack.verify import verify_run
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "counterfact_small.json"
@@ -48,9 +48,12 @@ def test_config_records_what_the_run_was_computed_from(tmp_path):
     prints = json.loads((tmp_path / "run" / "config.json").read_text())["fingerprints"]
     assert prints["counterfact"]["path"] == str(cf.resolve()) and len(prints["counterfact"]["sha256"]) == 64
     assert prints["counterfact"]["copy"] == "other"
-    assert prints["model"]["kind"] == "tiny" and prints["assocmem"]
+    assert prints["model"]["kind"] == "tiny" and prints["assocmem"] == __import__("assocmem").__version__
+    assert prints["code"] == rows_code() and len(prints["code"]) == 16
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["fingerprints"] == prints and summary["engine"]["requests"] > 0
+    assert summary["fingerprints"] == prints and summary["counterfact"] == str(cf.resolve())
+    chunks = [json.loads(p.read_text()) for p in sorted((tmp_path / "run" / "chunks").glob("*.engine.json"))]
+    assert len(chunks) == 6 and summary["engine"]["requests"] == sum(c["requests"] for c in chunks)   # 24 records / 4
 
 
 def test_a_resume_on_a_changed_counterfact_file_is_refused(tmp_path):
@@ -222,3 +225,81 @@ def test_verify_reads_a_folder_older_than_fingerprints(tmp_path):
     (tmp_path / "run" / "summary.json").write_text(json.dumps(summary))
     report = verify_run(tmp_path / "run", sample=10, device="cpu")
     assert report["same_decisions"] == 10 and report["fingerprints"].startswith("not recorded")
+
+
+def test_a_given_model_is_the_configs_or_is_fingerprinted_by_its_weights(tmp_path, tiny_lms):
+    """run_hijack(config, out, lm=...) records the model it scored with: the config's own (same fingerprints
+    as loading it), one built in memory by its weights; a model loaded from another spec is refused."""
+    from assocmem.models.llm import load_causal_lm, tiny_random_lm
+
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "loaded", progress=False, plot=False)
+    run_hijack(_config(cf), tmp_path / "given", progress=False, plot=False, lm=load_causal_lm("tiny-random-llama"))
+    prints = [json.loads((tmp_path / f / "config.json").read_text())["fingerprints"] for f in ("loaded", "given")]
+    assert prints[0] == prints[1]
+    pd.testing.assert_frame_equal(_rows(tmp_path / "loaded"), _rows(tmp_path / "given"))
+
+    with pytest.raises(ConfigError, match="loaded from 'tiny-random-gpt2', its config names --model='tiny-random-llama'"):
+        run_hijack(_config(cf), tmp_path / "other", progress=False, plot=False, lm=tiny_lms["gpt2"])
+    assert not (tmp_path / "other").exists()
+    half = load_causal_lm("tiny-random-llama", dtype="bfloat16")
+    with pytest.raises(ConfigError, match="is in bfloat16, its config says --dtype=float32"):
+        run_hijack(_config(cf, dtype="float32"), tmp_path / "other", progress=False, plot=False, lm=half)
+
+    built = tiny_random_lm("llama", seed=1)               # not what any spec loads: its weights identify it
+    run_hijack(_config(cf), tmp_path / "built", progress=False, plot=False, lm=built)
+    model = json.loads((tmp_path / "built" / "config.json").read_text())["fingerprints"]["model"]
+    assert model["kind"] == "in-memory" and model["sha256"] != prints[0]["model"]["sha256"]
+    assert model["sha256"] == __import__("assocmem.provenance", fromlist=["x"]).weights_fingerprint(built.model)
+    run_hijack(_config(cf), tmp_path / "built", progress=False, plot=False, lm=built)   # the same weights resume
+    with pytest.raises(ConfigError, match="different the model's sha256"):
+        run_hijack(_config(cf), tmp_path / "built", progress=False, plot=False, lm=tiny_random_lm("llama", seed=2))
+
+
+def test_a_resume_by_other_code_is_refused_and_verify_says_the_code_changed(tmp_path):
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+    (tmp_path / "run" / "rows.parquet").unlink()                        # an unfinished run, to be resumed
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["fingerprints"]["code"] = "0123456789abcdef"                 # as if another version scored its chunks
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"different code that computes the rows \(0123456789abcdef then, "
+                                          rf"{rows_code()} now\)"):
+        run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+    run_hijack(_config(cf), tmp_path / "fresh", progress=False, plot=False)
+    config = json.loads((tmp_path / "fresh" / "config.json").read_text())
+    config["fingerprints"]["code"] = "0123456789abcdef"
+    (tmp_path / "fresh" / "config.json").write_text(json.dumps(config))
+    report = verify_run(tmp_path / "fresh", sample=5, device="cpu")     # re-checking with today's code is its job
+    assert report["same_decisions"] == 5 and report["fingerprints"].endswith("the code that computes rows changed "
+                                                                            "since the run")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (None, "relation 'P19O' has no records"),
+    ("equal", "are the same"),
+])
+def test_a_run_refused_by_validation_leaves_no_folder_and_no_config(tmp_path, edit, match):
+    def same(records):
+        rw = records[2]["requested_rewrite"]
+        rw["target_new"]["str"] = rw["target_true"]["str"]
+    cf = _copy_fixture(tmp_path, same if edit else None)
+    config = _config(cf, relations=("P19O",)) if edit is None else _config(cf)
+    with pytest.raises(ConfigError, match=match):
+        run_hijack(config, tmp_path / "run", progress=False, plot=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_same_file_under_another_path_resumes_and_another_file_under_the_same_path_does_not(tmp_path):
+    cf = _copy_fixture(tmp_path)
+    run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
+    (tmp_path / "run" / "rows.parquet").unlink()
+    link = tmp_path / "elsewhere"
+    link.mkdir()
+    (link / "same.json").write_bytes(cf.read_bytes())
+    summary = run_hijack(_config(link / "same.json"), tmp_path / "run", progress=False, plot=False)
+    assert summary["records"] == 24 and summary["counterfact"] == str((link / "same.json").resolve())
+    (link / "same.json").write_text(cf.read_text().replace("Russian", "Italian"))
+    (tmp_path / "run" / "rows.parquet").unlink()
+    with pytest.raises(ConfigError, match="different the CounterFact file"):
+        run_hijack(_config(link / "same.json"), tmp_path / "run", progress=False, plot=False)

@@ -37,10 +37,15 @@ def test_try_prints_every_n_with_top_tokens_and_both_targets(capsys, monkeypatch
     assert "it does not know this fact" in out
     first_lines = [line for line in out.splitlines() if FACT in line]
     assert len(first_lines) == 4
+    from assocmem.hijack.try_prompt import format_probability as _p
+    from assocmem.models.llm import load_causal_lm
+
+    rows = try_prompt(load_causal_lm(str(saved_model), device="cpu"), FACT, "Paris", "Chicago", max_n=3)
     for n, line in enumerate(first_lines):
         cells = [c.strip() for c in line.split("│")]
         assert cells[1] == str(n) and cells[2] == "Do not think of Chicago. " * n + FACT
-        assert float(cells[4]) >= 0 and float(cells[5]) >= 0
+        assert (cells[4], cells[5]) == (_p(rows[n].p_true), _p(rows[n].p_false))   # the model's own numbers
+        assert cells[3] == f"{rows[n].top[0][0]!r} {_p(rows[n].top[0][1])}"        # its most likely next token
     assert out.count("\n") >= 4 * 5  # five top tokens per n
 
 
@@ -107,3 +112,44 @@ def test_try_bad_input_is_a_one_line_error(capsys, argv, message):
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--scheme", "relation", "--subject", "Eiffel Tower"], "--scheme='relation' needs --relation: a CounterFact relation "
+                                                            "id with a template, e.g. --relation P190; allowed: P101,"),
+    (["--scheme", "reverse-relation", "--subject", "Eiffel Tower", "--relation", "P9"], "(--relation='P9' has none)"),
+    (["--scheme", "associated", "--false", "Zzyzx"], "--scheme='associated' cannot be built for this fact: no "
+                                                     "associated word for target_false 'Zzyzx'"),
+])
+def test_try_checks_the_fact_before_it_loads_the_model(capsys, monkeypatch, argv, message):
+    from assocmem.models.spec import ModelSpec
+
+    def no_load(self, device=None):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(ModelSpec, "load", no_load)
+    code = main(["hijack", "try", FACT, "--true", "Paris", "--false", "Chicago", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert message in err and "--skip-bad" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([FACT, "--false", "Chicago"], "error: --true is required: The true target, e.g. Paris."),
+    ([FACT, "--true", "Paris"], "error: --false is required: The false target, e.g. Chicago."),
+    (["--true", "Paris", "--false", "Chicago"], "error: TEXT is required: The fact's prompt"),
+])
+def test_try_names_a_missing_required_input_in_one_line(capsys, argv, message):
+    assert main(["hijack", "try", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1
+
+
+def test_try_help_marks_the_targets_required(capsys):
+    import typer
+
+    from assocmem.cli import app
+
+    command = typer.main.get_command(app).commands["hijack"].commands["try"]
+    required = {p.opts[0] for p in command.params if p.param_type_name == "option" and p.required}
+    assert required == {"--true", "--false"}

@@ -87,3 +87,17 @@ def test_the_experiments_read_what_lca_train_writes(tmp_path):
     assert [m.seed for m in models] == [0, 1] and models[0].task.m == 3 and models[0].model.d == 8
     assert [m.final_accuracy for m in models] == summary["final_accuracy"]
     assert models[1].weights["W_E"].shape == (1, 8, 8)
+
+
+def test_an_existing_folder_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["lca", "train", *TINY, "--out", str(out)]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["lca", "train", *TINY, "--steps", "6", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --out='{out}' is invalid: allowed a new or empty folder (it holds summary.json, "
+                   "weights.safetensors); use a new --out, or delete it to train again")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before      # nothing overwritten
+    (tmp_path / "empty").mkdir()
+    assert main(["lca", "train", *TINY, "--out", str(tmp_path / "empty")]) == 0

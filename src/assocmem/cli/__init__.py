@@ -49,11 +49,21 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished work is kept; re-run the same command to resume", file=sys.stderr)
         return 130
     except Exception as err:  # click usage errors
+        if type(err).__name__ == "MissingParameter" and getattr(err, "param", None) is not None:
+            print(f"error: {_missing(err.param)}", file=sys.stderr)   # one line, as a ConfigError
+            return 2
         if isinstance(err, _usage_error_types()):
             err.show()
             return err.exit_code
         raise
     return code if isinstance(code, int) else 0
+
+
+def _missing(param) -> str:
+    """`--true is required: The true target, e.g. Paris.` for a required option or argument left out."""
+    name = param.opts[0] if param.param_type_name == "option" else (param.metavar or param.name).upper()
+    help_ = getattr(param, "help", None)
+    return f"{name} is required" + (f": {help_}" if help_ else "")
 
 
 def _usage_error_types() -> tuple[type[Exception], ...]:

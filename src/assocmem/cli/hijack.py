@@ -109,10 +109,8 @@ def print_try(rows, target_true: str, target_false: str, title: str = "") -> Non
     from rich.markup import escape
     from rich.table import Table
 
+    from assocmem.hijack.try_prompt import format_probability as p
     from assocmem.hijack.try_prompt import knowledge_line
-
-    def p(x: float) -> str:
-        return f"{x:.4f}" if x >= 1e-3 else f"{x:.1e}"
 
     table = Table(title=title, show_lines=True)
     table.add_column("n", justify="right")

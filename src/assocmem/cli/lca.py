@@ -114,6 +114,7 @@ def train(
             steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
             schedule=schedule, eval_every=eval_every, eval_samples=eval_samples,
         )
+    check_new_folder(out)
     dev = resolve_device(device)
     start = time.perf_counter()
     result = train_models(task, model_cfg, train_cfg, seed_list, device=dev, progress=progress)
@@ -129,6 +130,14 @@ def train(
     write_json(out / "summary.json", summarise(result, config, elapsed))
     typer.echo(format_table(result))
     typer.echo(f"wrote {out / 'summary.json'} and {out / 'weights.safetensors'}")
+
+
+def check_new_folder(out: Path) -> None:
+    """--out must be a new or empty folder: a run never overwrites another's summary and weights."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        held = ", ".join(sorted(p.name for p in out.iterdir())[:3]) if out.is_dir() else "a file"
+        raise ConfigError(f"--out={str(out)!r} is invalid: allowed a new or empty folder (it holds {held}); "
+                          "use a new --out, or delete it to train again")
 
 
 def summarise(result: TrainResult, config: dict, elapsed_s: float) -> dict:

@@ -76,6 +76,7 @@ class Leaf:
     is_list: bool
     annotation: Any
     argument: bool = False
+    required: bool = False
 
 
 def _is_list(kind: Any) -> bool:
@@ -121,7 +122,7 @@ def config_leaves(cls: type) -> list[Leaf]:
         value = _default(cls, path)
         flag = f.metadata.get("flag") or "--" + path[-1].replace("_", "-")
         out.append(Leaf(path[-1], flag, value, f.metadata.get("help", ""), _is_list(kind), _annotation(kind),
-                        bool(f.metadata.get("argument"))))
+                        bool(f.metadata.get("argument")), bool(f.metadata.get("required"))))
     return out
 
 
@@ -136,7 +137,8 @@ def _parameter(leaf: Leaf) -> inspect.Parameter:
     kwargs = {"help": leaf.help}
     if shown:
         kwargs["show_default"] = shown
-    option = typer.Option(None if leaf.is_list else leaf.default, leaf.flag, **kwargs)
+    default = ... if leaf.required else None if leaf.is_list else leaf.default
+    option = typer.Option(default, leaf.flag, **kwargs)
     return inspect.Parameter(leaf.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=leaf.annotation)
 
 

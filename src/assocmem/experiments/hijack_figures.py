@@ -98,10 +98,10 @@ def _rate_rows(table: pd.DataFrame, ns: set[int] | None = None) -> list[dict]:
 def direction_claims(rows: pd.DataFrame, scheme: str, claim_id: str, up: bool) -> list[ClaimResult]:
     """Per model: does ES on all records move from n = 0 to n = 1 (paired per-record change beyond 2 SE)?
 
-    Criterion changed once (before: n = 0 against the largest n): the curves saturate by n = 1–3 and then
-    fall slightly, so the largest n measured the plateau's end, not the rise. The earlier figure
-    (n = 0 → N) stays in the numbers, with the dose-response in words. On all records, whether or not the
-    model knew the fact: hijack-known judges the facts it knows.
+    Criterion changed after a first result (before: n = 0 against the largest n): the curves saturate by
+    n = 1–3 and then fall slightly, so the largest n measured the plateau's end, not the rise. The
+    earlier figure (n = 0 → N) stays in the numbers, with the dose-response in words. On all records,
+    whether or not the model knew the fact: hijack-known judges the facts it knows.
     """
     out = []
     for model, part in rows[rows["scheme"] == scheme].groupby("model", sort=True):
@@ -116,7 +116,7 @@ def direction_claims(rows: pd.DataFrame, scheme: str, claim_id: str, up: bool) -
         out.append(ClaimResult(
             claim_id, bool(ok),
             f"`{scheme}`, {model}, all records: ES {word} from n = {n0} to n = {n1}: paired per-record change of the "
-            "hijacked indicator beyond 2 SE in that direction (before: n = 0 vs the largest n)",
+            "hijacked indicator beyond 2 SE in that direction (the earlier criterion: n = 0 vs the largest n)",
             f"ES {fmt(es[n0])} → {fmt(es[n1])} ({count} records; change {mean:+.3f} ± {se:.3f} SE); earlier criterion "
             f"n = {n0} → {nN}: {fmt(es[nN])} (change {mean_N:+.3f} ± {se_N:.3f}); {dose.describe()}"))
     return out
@@ -460,7 +460,7 @@ EXPERIMENTS = [
                run_associated, plot_associated, claims=("associated-hijacks",), uses_llm=True, version=3),
     Experiment("appB-table", "Four CounterFact records of four relations, per model, scheme and n",
                "App. B (example table)", APPENDIX, APPENDIX, run_appendix_table, plot_nothing, uses_llm=True),
-    Experiment("atlas", "Relation atlas: every relation × scheme × n", "extension of Fig. 2 (issue 7)",
+    Experiment("atlas", "Relation atlas: every relation × scheme × n", "extension of Fig. 2",
                View(ALL_SCHEMES), View(ALL_SCHEMES), run_atlas, plot_atlas_all, requires=("hijack-sample",),
                uses_llm=True, version=2),
     Experiment("diagnostics", "Inside the LLM: attention to distractors, logit lens, embedding spectrum",

@@ -194,7 +194,7 @@ def explain(result: dict) -> str:
 
 
 # Quick: 40 records (≈ 80 hijacked prompts, ~13k interventions) fits a 2-core CPU in a few minutes;
-# full: 200 records, the setting (benchmarks/bench_mechanism.py times it).
+# full: 200 records (benchmarks/bench_mechanism.py times it).
 EXPERIMENTS = [
     Experiment("mechanism", "Inside the LLM, causally: attention knockout and activation patching",
                "extension (§5.5, Theorem 1 tested causally on a real LLM)", MechanismStudy(CounterFactSelection(records=40, skip_bad=True)),

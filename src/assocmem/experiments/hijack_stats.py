@@ -76,7 +76,7 @@ class DoseResponse:
 
 
 def dose_response(rows: pd.DataFrame, up: bool = True) -> DoseResponse:
-    """The dose-response of one model × scheme's rows (issue 16: "rises, then saturates at n = k")."""
+    """The dose-response of one model × scheme's rows ("rises, then saturates at n = k")."""
     curve = rates(rows, by=("n",)).sort_values("n").reset_index(drop=True)
     es = curve["hijacked_share"].to_numpy()
     k = int(np.argmax(es) if up else np.argmin(es))

@@ -64,6 +64,12 @@ def attention_numbers(setting: str, att: dict) -> tuple[bool, str]:
     return ok, f"{setting}: same − other {text} (× L); ratio {fmt(np.mean(att['same']) / np.mean(att['other']), 2)}"
 
 
+def attention_claim(same: list[float], other: list[float], setting: str) -> ClaimResult:
+    """The claim of §5.4 / §6.3 from each seed's mean attention per same-cluster and per other-cluster token (× L)."""
+    ok, text = attention_numbers(setting, {"same": same, "other": other})
+    return ClaimResult("attention-cluster", ok, ATTENTION_CRITERION, text)
+
+
 def run_attention(s: AttentionStudy, ctx: Context) -> Result:
     task = s.task()
     specs = specs_for(task, ModelConfig(d=s.d), s.training, f"d={s.d}")
@@ -73,8 +79,7 @@ def run_attention(s: AttentionStudy, ctx: Context) -> Result:
     rows = [accuracy_row(f"m={s.m}, L={s.L}, d={s.d}, {s.neighborhood}", "accuracy",
                          [m.final_accuracy for m in models], [m.bayes_optimal_accuracy for m in models])]
     rows += attention_rows(f"{s.neighborhood} ({2 ** att['bits']} clusters)", att)
-    ok, text = attention_numbers(s.neighborhood, att)
-    claim = ClaimResult("attention-cluster", ok, ATTENTION_CRITERION, text)
+    claim = attention_claim(att["same"], att["other"], s.neighborhood)
     return Result(rows=rows, claims=[claim],
                   data={"heatmap": att["heatmap"], "m": s.m, "bits": att["bits"], "same": att["same"],
                         "other": att["other"], "L": s.L})

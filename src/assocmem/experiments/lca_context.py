@@ -67,20 +67,26 @@ def run_mixing(p: ContextProbe, ctx: Context) -> Result:
             rows.append({"setting": f"k={pt['k']} of {task.L - 1} noisy positions from the intruder",
                          "quantity": name, "ours": mean, "err": std,
                          "bayes_predictor": pt[f"bayes_{key}"]})
-    first, last = points[0], points[-1]
-    rises, text = exceeds([b - a for a, b in zip(first["intruder"], last["intruder"])])
-    flips = np.mean(last["intruder"]) > np.mean(last["true"])
-    claim = ClaimResult("mixing-hijacks", rises and flips,
-                        "share answering the intruder at the largest k minus at k = 0 > 2 SE over seeds, and at the "
-                        "largest k the intruder is answered more often than the true target",
-                        f"intruder share {fmt(np.mean(first['intruder']))} → {fmt(np.mean(last['intruder']))} "
-                        f"(rise {text}); true share at largest k {fmt(np.mean(last['true']))}; the Bayes-optimal "
-                        f"predictor of D^L answers the intruder {fmt(first['bayes_intruder'])} → "
-                        f"{fmt(last['bayes_intruder'])}")
+    claim = mixing_claim(points)
     notes = [f"Models: fig3a's trained-W_V models at L={task.L}, d={models[0].model.d} ({len(models)} seeds). "
              "'Bayes-optimal' here is the Bayes predictor of the unmixed task D^L applied to the mixed contexts: "
              "the hijacking an ideal reader of D^L would suffer too."]
     return Result(rows=rows, claims=[claim], data={"points": points, "L": task.L, "m": task.m}, notes=notes)
+
+
+def mixing_claim(points: list[dict]) -> ClaimResult:
+    """The claim of §5.5 / C.5 from the points of `run_mixing` (k ascending; per seed the share answering the
+    true target and the intruder, and the Bayes predictor's shares)."""
+    first, last = points[0], points[-1]
+    rises, text = exceeds([b - a for a, b in zip(first["intruder"], last["intruder"])])
+    flips = np.mean(last["intruder"]) > np.mean(last["true"])
+    return ClaimResult("mixing-hijacks", bool(rises and flips),
+                       "share answering the intruder at the largest k minus at k = 0 > 2 SE over seeds, and at the "
+                       "largest k the intruder is answered more often than the true target",
+                       f"intruder share {fmt(np.mean(first['intruder']))} → {fmt(np.mean(last['intruder']))} "
+                       f"(rise {text}); true share at largest k {fmt(np.mean(last['true']))}; the Bayes-optimal "
+                       f"predictor of D^L answers the intruder {fmt(first['bayes_intruder'])} → "
+                       f"{fmt(last['bayes_intruder'])}")
 
 
 def plot_mixing(result: Result, folder: Path) -> list[Path]:
@@ -124,17 +130,22 @@ def run_length(p: ContextProbe, ctx: Context) -> Result:
     rows += [{"setting": f"L={pt['L']} (model trained at this L)", "quantity": "accuracy",
               "ours": float(np.mean(pt["accs"])), "err": mean_std(pt["accs"])[1], "bayes": pt["bayes"]}
              for pt in trained_at]
-    rho = spearman([pt["L"] for pt in points], [np.mean(pt["accs"]) for pt in points])
-    rises, text = exceeds([b - a for a, b in zip(points[0]["accs"], points[-1]["accs"])])
-    claim = ClaimResult("length-helps", rises and rho >= SPEARMAN_MIN,
-                        f"Spearman correlation of L with mean accuracy ≥ {SPEARMAN_MIN}, and accuracy at the longest "
-                        "L minus the shortest > 2 SE over seeds",
-                        f"Spearman {fmt(rho, 2)}; L={points[0]['L']} → {points[-1]['L']}: "
-                        f"{fmt(np.mean(points[0]['accs']))} → {fmt(np.mean(points[-1]['accs']))} ({text})")
+    claim = length_claim(points)
     notes = [f"One set of models (fig3a, trained W_V, trained at L={task.L}, d={models[0].model.d}) evaluated at every "
              "L: the model has no positional embedding, so the same weights run at any length."]
     return Result(rows=rows, claims=[claim], notes=notes,
                   data={"points": points, "trained_at": trained_at, "L_train": task.L, "m": task.m})
+
+
+def length_claim(points: list[dict]) -> ClaimResult:
+    """The claim of §5.5 / C.6 from the points of `run_length` (L ascending; per seed the accuracy at that L)."""
+    rho = spearman([pt["L"] for pt in points], [np.mean(pt["accs"]) for pt in points])
+    rises, text = exceeds([b - a for a, b in zip(points[0]["accs"], points[-1]["accs"])])
+    return ClaimResult("length-helps", bool(rises and rho >= SPEARMAN_MIN),
+                       f"Spearman correlation of L with mean accuracy ≥ {SPEARMAN_MIN}, and accuracy at the longest "
+                       "L minus the shortest > 2 SE over seeds",
+                       f"Spearman {fmt(rho, 2)}; L={points[0]['L']} → {points[-1]['L']}: "
+                       f"{fmt(np.mean(points[0]['accs']))} → {fmt(np.mean(points[-1]['accs']))} ({text})")
 
 
 def plot_length(result: Result, folder: Path) -> list[Path]:

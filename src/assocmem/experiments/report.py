@@ -41,23 +41,29 @@ def write_report(
     command: str | None = None,
     run_wall_s: float | None = None,
 ) -> Path:
-    """Write DIR/report.md from every registered experiment's folder; returns its path."""
+    """Write DIR/report.md; returns its path.
+
+    It lists the experiments of this invocation (`outcomes`: those selected and what they require) and every
+    other experiment with a finished folder in DIR, so `--only fig3a` in a new folder gives a report of fig3a
+    alone, and in a folder of a whole profile keeps every finished experiment in it."""
     out_dir = Path(out_dir)
     reference = load_reference()
     by_outcome = {o.id: o for o in outcomes or []}
     results = {exp.id: load_result(out_dir / exp.id) for exp in registry}
-    # The profile's experiments, plus any other finished folder here (e.g. a paper-profile run beside a full one).
-    registry = Registry(exp for exp in registry if exp.in_profile(profile) or results[exp.id])
-    results = {exp.id: results[exp.id] for exp in registry}
-    lines = _header(out_dir, profile, results, command, run_wall_s)
-    lines += _claims_section(registry, results, by_outcome)
-    lines += _index(registry, results, by_outcome)
-    for exp in registry:
+    listed = Registry(exp for exp in registry if exp.id in by_outcome or results[exp.id] is not None)
+    results = {exp.id: results[exp.id] for exp in listed}
+    lines = _header(out_dir, profile, results, command, run_wall_s, len(listed), len(registry))
+    lines += _claims_section(listed, results, by_outcome)
+    lines += _index(listed, results, by_outcome)
+    for exp in listed:
         lines += _experiment_section(exp, results[exp.id], by_outcome.get(exp.id), reference.get(exp.id, {}))
     return write_text(out_dir / "report.md", "\n".join(lines) + "\n")
 
 
-def _header(out_dir: Path, profile: str, results: dict, command: str | None, run_wall_s: float | None) -> list[str]:
+def _header(out_dir: Path, profile: str, results: dict, command: str | None, run_wall_s: float | None,
+            listed: int, registered: int) -> list[str]:
+    from assocmem.provenance import package_fingerprint
+
     finished = [r for r in results.values() if r]
     devices = sorted({r["device"] for r in finished})
     compute = sum(r["wall_s"] for r in finished)
@@ -68,7 +74,11 @@ def _header(out_dir: Path, profile: str, results: dict, command: str | None, run
         f"Paper: {PAPER}.",
         "",
         f"- profile: `{profile}`" + (f"; command: `{command}`" if command else ""),
-        f"- code: commit `{_git_commit()}`; python {sys.version.split()[0]}",
+        f"- code: commit `{_git_commit()}`; package source `{package_fingerprint()}`; python {sys.version.split()[0]} "
+        "(each experiment's own code fingerprint is in its row and section: a cached result is reused only by the "
+        "code that made it)",
+        f"- experiments: {listed} of the {registered} registered (those this command ran or reused, and every other "
+        "finished folder here; `assocmem reproduce --list` names them all)",
         f"- device(s): {', '.join(devices) or 'none yet'}",
         f"- written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- compute time of the finished experiments (sum of their own wall times): {compute / 60:.1f} min"
@@ -197,7 +207,7 @@ def _disagreements(regimes: dict[str, dict[str, list[tuple[str, bool]]]]) -> lis
 
 
 def _index(registry: Registry, results: dict, outcomes: dict[str, Outcome]) -> list[str]:
-    lines = ["## Experiments", "", "| id | title | paper | status | wall time |", "|---|---|---|---|---|"]
+    lines = ["## Experiments", "", "| id | title | paper | status | wall time | code |", "|---|---|---|---|---|---|"]
     for exp in registry:
         result, outcome = results[exp.id], outcomes.get(exp.id)
         if outcome is not None and outcome.status == "failed":
@@ -208,16 +218,17 @@ def _index(registry: Registry, results: dict, outcomes: dict[str, Outcome]) -> l
             status = "ran now" if outcome and outcome.status == "ran" else "cached"
             status += f" ({result['profile']})"
             wall = _seconds(result["wall_s"])
+        code = f"`{result['code']}`" if result and result.get("code") else "—"
         names = ", ".join([exp.id, *exp.aliases])
-        lines.append(f"| [{names}](#{exp.id.lower()}) | {exp.title} | {exp.paper} | {status} | {wall} |")
+        lines.append(f"| [{names}](#{exp.id.lower()}) | {exp.title} | {exp.paper} | {status} | {wall} | {code} |")
     return lines + [""]
 
 
 def _experiment_section(exp, result: dict | None, outcome: Outcome | None, ref: dict) -> list[str]:
     names = " / ".join([exp.id, *exp.aliases])
     lines = [f'<a id="{exp.id.lower()}"></a>', f"### {names}: {exp.title}", "", f"Paper: {exp.paper}."]
-    if ref.get("statement"):
-        lines.append(f"The paper: \"{ref['statement']}\" ({ref.get('source', exp.paper)}).")
+    if ref.get("statement"):   # our summary of what the paper states, not a quotation
+        lines.append(f"What the paper reports, in our words ({ref.get('source', exp.paper)}): {ref['statement']}")
     lines.append("")
     if result is None:
         if outcome is not None and outcome.status == "failed":
@@ -236,17 +247,32 @@ def _experiment_section(exp, result: dict | None, outcome: Outcome | None, ref: 
                      f"{c['numbers']}"
                      + (f". Why: {note}" if note else ""))
     lines.append(f"- wall time: {_seconds(result['wall_s'])} on {result['device']}; profile `{result['profile']}`; "
-                 f"settings hash `{result['hash']}`")
+                 f"settings hash `{result['hash']}`; code `{result.get('code') or 'not recorded'}`")
     settings = json.dumps(result["settings"], separators=(", ", ": "))
     lines.append(f"- settings: `{settings}`")
     chosen = ref.get("chosen_settings", {})
     if chosen:
         lines.append("- chosen by us where the paper (as available to us) is silent: "
-                     + "; ".join(f"{k}: {v}" for k, v in chosen.items()))
+                     + "; ".join(_chosen(k, v, result["settings"]) for k, v in chosen.items()))
     tables = result.get("tables", [])
     if tables:
         lines.append("- tables: " + ", ".join(f"[{t}.csv]({exp.id}/{t}.csv)" for t in tables))
     return lines + [""]
+
+
+_MISSING = object()
+
+
+def _chosen(key: str, why: str, settings: dict) -> str:
+    """`training.seeds = 5: why` with the value this result ran with (read from its settings, so the text
+    always matches the profile), or `key: why` for a choice that is no single setting."""
+    value: Any = settings
+    for part in key.split("."):
+        value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+    if value is _MISSING:
+        return f"{key}: {why}"
+    shown = ", ".join(map(str, value)) if isinstance(value, list) else "none" if value is None else value
+    return f"{key} = {shown}: {why}"
 
 
 def _table(rows: list[dict], ref: dict) -> list[str]:

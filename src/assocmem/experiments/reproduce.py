@@ -47,7 +47,8 @@ class ReproduceOptions:
                                                   "(default: both bundled models). The hijacking experiments score in "
                                                   "float32 on every device, so CPU and GPU rows agree.")
     counterfact: str | None = option(None, "CounterFact JSON (default: ../shared/data/counterfact_reconstructed.json "
-                                           "beside the checkout if present, else the official file, downloaded once).")
+                                           "beside the checkout if present, else $ASSOCMEM_COUNTERFACT if set, else "
+                                           "the official file, downloaded once).")
 
     def __post_init__(self) -> None:
         from assocmem.experiments.registry import PROFILES
@@ -82,6 +83,8 @@ def reproduce(
         exp.settings(profile)
     dev = resolve_device(device)
     if any(exp.uses_llm for exp in selected):
+        from assocmem.hijack.counterfact import find_counterfact
+
         counterfact = find_counterfact(counterfact)
     started = time.perf_counter()
     llms = tuple(dict.fromkeys(llms or DEFAULT_MODELS[profile]))
@@ -94,19 +97,3 @@ def reproduce(
     wall_s = time.perf_counter() - started
     report = write_report(out_dir, registry, profile, outcomes, command, wall_s)
     return ReproduceSummary(outcomes, report, wall_s)
-
-
-def find_counterfact(path: str | Path | None) -> Path | None:
-    """--counterfact if given (must exist); else ../shared/data/counterfact_reconstructed.json next to the
-    repository or the working directory, if present; else None (the loader's default download)."""
-    if path is not None:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"--counterfact={str(path)!r} is invalid: allowed an existing CounterFact JSON file")
-        return path.resolve()
-    repo_root = Path(__file__).resolve().parents[3]
-    for base in (repo_root, Path.cwd()):
-        candidate = base.parent / "shared" / "data" / "counterfact_reconstructed.json"
-        if candidate.is_file():
-            return candidate.resolve()
-    return None

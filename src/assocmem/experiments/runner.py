@@ -8,9 +8,10 @@ Layout of an output folder:
                               resume inside (the hijacking runs) pick up where they stopped
     DIR/report.md             written after every run, from every finished folder
 
-An experiment is cached when DIR/<id>/result.json carries the hash of its resolved settings (plus the
-LLM and CounterFact file for the hijacking ones, plus the hashes of the experiments it reads): a re-run
-skips it, a changed setting re-runs only that experiment and those that read its output. A finished
+An experiment is cached when DIR/<id>/result.json carries the hash of its resolved settings, of its code
+(`experiment_code`: its own functions and the library modules they use), of the LLM and CounterFact file
+for the hijacking ones, and of the experiments it reads: a re-run skips it, a changed setting or a changed
+line of its computation re-runs only that experiment and those that read its output. A finished
 folder replaces the old one by two renames, so a reader never sees half an experiment.
 """
 
@@ -52,12 +53,20 @@ def settings_hash(exp: Experiment, profile: str, llms: tuple[str, ...], counterf
                   required: dict[str, str]) -> str:
     """A short hash of everything an experiment's numbers depend on (not the device)."""
     key: dict[str, Any] = {"id": exp.id, "version": exp.version, "settings": to_dict(exp.settings(profile)),
-                           "requires": dict(sorted(required.items()))}
+                           "code": experiment_code(exp), "requires": dict(sorted(required.items()))}
     if exp.uses_llm:
         key["llm"] = [_model_identity(m) for m in llms]
         key["counterfact"] = _file_identity(counterfact)
     blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def experiment_code(exp: Experiment) -> str:
+    """The fingerprint of the code that computes and draws `exp`: its run and plot functions, its settings
+    class and what they reach in the experiments' modules, and every library module they use, whole."""
+    from assocmem.provenance import code_fingerprint
+
+    return code_fingerprint(exp.run, exp.plot, type(exp.quick), type(exp.full), fine=(__package__,))
 
 
 def _file_identity(path: Path | None) -> str:
@@ -133,32 +142,42 @@ def run_experiments(
     hashes: dict[str, str] = {}
     outcomes: dict[str, Outcome] = {}
     shared: dict[str, Any] = {}
-    for index, exp in enumerate(experiments):
-        missing = [r for r in exp.requires if r not in outcomes]
-        if missing:
-            raise ValueError(f"experiment {exp.id} requires {missing}, which must be selected before it")
-        required = {r: hashes[r] for r in exp.requires}
-        digest = settings_hash(exp, profile, llms, counterfact, required)
-        hashes[exp.id] = digest
-        folder = out_dir / exp.id
-        if display is not None:
-            display.start(exp, index, len(experiments))
-        failed_inputs = [r for r in exp.requires if outcomes[r].status == "failed"]
-        if failed_inputs:
-            outcome = Outcome(exp.id, "failed", folder, 0.0, f"requires {', '.join(failed_inputs)}, which failed")
-        elif cached_hash(folder) == digest and not (damage := folder_damage(folder)):
-            outcome = Outcome(exp.id, "cached", folder, float(read_json(folder / RESULT_FILE)["wall_s"]))
-        else:
-            if cached_hash(folder) == digest:
-                _say(display, f"{exp.id}: the cached folder is damaged ({damage}); re-computing it")
-            ctx = Context(device=device, work_dir=out_dir / ".partial" / f"{exp.id}-{digest}", llms=tuple(llms),
-                          counterfact=counterfact, inputs={r: out_dir / r for r in exp.requires}, shared=shared,
-                          progress=display.update if display is not None else Context.progress)
-            outcome = _run_one(exp, profile, digest, ctx, folder)
-        outcomes[exp.id] = outcome
-        if display is not None:
-            display.finish(outcome)
+    try:
+        for index, exp in enumerate(experiments):
+            missing = [r for r in exp.requires if r not in outcomes]
+            if missing:
+                raise ValueError(f"experiment {exp.id} requires {missing}, which must be selected before it")
+            required = {r: hashes[r] for r in exp.requires}
+            digest = settings_hash(exp, profile, llms, counterfact, required)
+            hashes[exp.id] = digest
+            folder = out_dir / exp.id
+            if display is not None:
+                display.start(exp, index, len(experiments))
+            failed_inputs = [r for r in exp.requires if outcomes[r].status == "failed"]
+            if failed_inputs:
+                outcome = Outcome(exp.id, "failed", folder, 0.0, f"requires {', '.join(failed_inputs)}, which failed")
+            elif cached_hash(folder) == digest and not (damage := folder_damage(folder)):
+                outcome = Outcome(exp.id, "cached", folder, float(read_json(folder / RESULT_FILE)["wall_s"]))
+            else:
+                if cached_hash(folder) == digest:
+                    _say(display, f"{exp.id}: the cached folder is damaged ({damage}); re-computing it")
+                ctx = Context(device=device, work_dir=out_dir / ".partial" / f"{exp.id}-{digest}", llms=tuple(llms),
+                              counterfact=counterfact, inputs={r: out_dir / r for r in exp.requires}, shared=shared,
+                              progress=display.update if display is not None else Context.progress)
+                outcome = _run_one(exp, profile, digest, ctx, folder)
+            outcomes[exp.id] = outcome
+            if display is not None:
+                display.finish(outcome)
+    finally:
+        _remove_if_empty(out_dir / ".partial")  # kept only while it holds work to resume
     return [outcomes[exp.id] for exp in experiments]
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # absent, or not empty
+        pass
 
 
 def _say(display: Any | None, line: str) -> None:
@@ -188,6 +207,7 @@ def _run_one(exp: Experiment, profile: str, digest: str, ctx: Context, folder: P
     _write_tables(result, ctx.work_dir)
     write_json(ctx.work_dir / RESULT_FILE, {
         "id": exp.id, "title": exp.title, "paper": exp.paper, "profile": profile, "hash": digest,
+        "code": experiment_code(exp),
         "settings": to_dict(settings), "wall_s": wall_s, "device": _device_name(ctx.device),
         "llm": list(ctx.llms) if exp.uses_llm else None,
         "counterfact": str(ctx.counterfact) if exp.uses_llm and ctx.counterfact else None,

@@ -1,5 +1,5 @@
 """The relation atlas: every relation × scheme × n, both shares with 95% Wilson intervals, relations
-ranked by how hijackable they are (issue 7 item 2; the paper's Fig. 2 split by relation).
+ranked by how hijackable they are (the paper's Fig. 2 split by relation).
 
     rows = pd.read_parquet("runs/atlas/rows.parquet")   # from assocmem.hijack.run.run_hijack
     atlas = build_atlas(rows)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import urllib.error
 import urllib.request
@@ -29,6 +30,9 @@ from assocmem.errors import ConfigError, did_you_mean
 OFFICIAL_URL = "https://rome.baulab.info/data/dsets/counterfact.json"
 OFFICIAL_SHA256 = "d017056125178a13728594e66a801357a8db9ed7973a7425554bb4271de9fc6f"
 OFFICIAL_SIZE = 45_108_470
+# Where every command looks for CounterFact when --counterfact is not given (see `find_counterfact`).
+SHARED_COPY = Path("shared") / "data" / "counterfact_reconstructed.json"
+ENV_VAR = "ASSOCMEM_COUNTERFACT"
 
 
 class BadRecord(ConfigError):
@@ -103,12 +107,34 @@ def load_counterfact(path: str | Path | None = None, skip_bad: bool = False) -> 
     return LoadResult(records=records, skipped=skipped, path=path)
 
 
-def counterfact_path(path: str | Path | None) -> Path:
-    """The file a run reads: `path`, or the official file downloaded once into the user cache."""
-    path = download_counterfact() if path is None else Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"--counterfact={str(path)!r} is invalid: no such file")
-    return path.resolve()
+def find_counterfact(path: str | Path | None = None) -> Path | None:
+    """The CounterFact file a command reads, without downloading anything; the same lookup for every command:
+
+    1. `path` (--counterfact), which must exist;
+    2. ../shared/data/counterfact_reconstructed.json beside the checkout (or beside the working directory);
+    3. $ASSOCMEM_COUNTERFACT, which must exist when set;
+    4. None: the official file, downloaded once (`counterfact_path`).
+    """
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"--counterfact={str(path)!r} is invalid: no such file")
+        return path.resolve()
+    checkout = Path(__file__).resolve().parents[3]      # src/assocmem/hijack/counterfact.py -> the checkout
+    for base in (checkout, Path.cwd()):
+        if (base.parent / SHARED_COPY).is_file():
+            return (base.parent / SHARED_COPY).resolve()
+    if os.environ.get(ENV_VAR):
+        path = Path(os.environ[ENV_VAR]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"${ENV_VAR}={str(path)!r} is invalid: no such file (unset it, or pass --counterfact)")
+        return path.resolve()
+    return None
+
+
+def counterfact_path(path: str | Path | None = None) -> Path:
+    """The file a run reads: `find_counterfact`'s, else the official file downloaded once into the user cache."""
+    return find_counterfact(path) or download_counterfact()
 
 
 def parse_record(item: object, index: int = 0) -> Record:
@@ -227,8 +253,10 @@ def select_records(
 class CounterFactSelection:
     """Which CounterFact file, and which of its records (select_records)."""
 
-    counterfact: str | None = option(None, "Local CounterFact JSON (official layout); default: download the official "
-                                           "file once (offline: pass the path).")
+    counterfact: str | None = option(None, "Local CounterFact JSON (official layout); default: "
+                                           "../shared/data/counterfact_reconstructed.json beside the checkout if "
+                                           "present, else $ASSOCMEM_COUNTERFACT if set, else the official file, "
+                                           "downloaded once (offline: pass the path).")
     relations: tuple[str, ...] | None = option(None, "Only these relation ids, e.g. --relations P190 P103.")
     per_relation: int | None = option(None, "Stratified sample: at most this many records per relation.")
     records: int | None = option(None, "About this many records, spread evenly over the relations (round-robin).")
@@ -250,6 +278,11 @@ class CounterFactSelection:
         check_int_range("--seed", self.seed, 0)
         if self.counterfact is not None and not Path(self.counterfact).expanduser().is_file():
             raise ConfigError(f"--counterfact={self.counterfact!r} is invalid: no such file")
+
+    @property
+    def path(self) -> Path:
+        """The file this selection reads (`counterfact_path`: found, or downloaded once)."""
+        return counterfact_path(self.counterfact)
 
     def load(self) -> tuple[LoadResult, list[Record]]:
         """(the loaded file, the selected records)."""

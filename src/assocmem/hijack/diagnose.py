@@ -113,7 +113,6 @@ def run_diagnose(config: DiagnoseConfig, out_dir: str | Path, lm=None) -> dict:
     from assocmem.io import write_json
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     loaded, records = config.selection.load()
     lm = lm or config.lm.load()
@@ -122,6 +121,7 @@ def run_diagnose(config: DiagnoseConfig, out_dir: str | Path, lm=None) -> dict:
     prompts, skipped = _build_prompts(lm, records, config)
     if not prompts.text:
         raise ConfigError("diagnose: no usable records left (all skipped)")
+    out_dir.mkdir(parents=True, exist_ok=True)   # only once the input is checked: a refused run leaves nothing
     attention, lens, t_trace = [], [], 0.0
     for scheme in config.schemes:
         sel = [i for i, s in enumerate(prompts.scheme) if s == scheme]

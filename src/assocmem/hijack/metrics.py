@@ -3,7 +3,7 @@
 Two shares per group, named for what they count (a record with logp_true == logp_false, e.g. both
 targets starting with the same token in first-token mode, is a tie and counts in neither):
 
-    hijacked_share        P(target_false) > P(target_true)   = the efficacy score (ES) of the paper
+    hijacked_share        P(target_false) > P(target_true)   = the efficacy score (ES)
     true_preferred_share  P(target_true)  > P(target_false)  = recall of the true fact
 """
 

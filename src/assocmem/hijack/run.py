@@ -4,7 +4,8 @@
 
 Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make resume free):
 
-    config.json           the resolved HijackConfig
+    config.json           the resolved HijackConfig and the fingerprints of what the rows are computed from
+                          (data, model, code: provenance.py), written once the run's input is checked
     chunks/chunk-00000.parquet ...   rows of `chunk_size` records each, written atomically when done;
                           a re-run with the same config skips them (an interrupted run loses at most
                           the chunk in progress)
@@ -22,6 +23,7 @@ Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make re
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +42,10 @@ from assocmem.io import read_json, write_json, write_parquet
 from assocmem.models.packing import PackingStats
 from assocmem.models.spec import ModelSpec
 
-# Fields that may change between a run and its resumption (they do not change what is computed).
-_RESUMABLE = ("batch_tokens", "row_tokens", "device", "device_map", "max_memory", "batch_size")  # batch_size: older folders
+# Fields that may change between a run and its resumption (they do not change what is computed). The CounterFact
+# path may be spelt another way, or found without --counterfact: the file is compared by its sha256 (fingerprints).
+_RESUMABLE = ("batch_tokens", "row_tokens", "device", "device_map", "max_memory", "counterfact",
+              "batch_size")  # batch_size: older folders
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,10 @@ def plan_items(tokenizer, items: list[WorkItem], mode: str):
 def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm=None, plot: bool = True) -> dict:
     """Score every (record, scheme, n) of `config`, resuming from finished chunks; returns the summary.
 
-    `lm` (a models.llm.LoadedLM) skips loading `config.lm`; `plot=False` skips rates.png.
+    `lm` (a models.llm.LoadedLM) skips loading `config.lm`: it must be the model `config.lm` names (loaded
+    from that spec, in its dtype if one is set), else the run is refused; a model built in memory (no spec)
+    is fingerprinted by its weights. `plot=False` skips rates.png. A run whose every chunk is finished
+    returns its summary without loading the model.
     Under torchrun every rank calls this with the same arguments; each scores a share of every
     chunk, rank 0 writes the files, and every rank returns the summary.
     """
@@ -137,10 +144,14 @@ def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True,
 
 
 def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext, plot: bool) -> dict:
-    error, prints = (_prepare_out_dir(config, out) if ctx.is_main else (None, None))
+    error, prints = (_check_out_dir(config, out, lm) if ctx.is_main else (None, None))
     error, prints = D.broadcast_object(ctx, (error, prints))
     if error:
         raise ConfigError(error)
+    finished = _finished_summary(config, out, progress, plot) if ctx.is_main else None
+    finished = D.broadcast_object(ctx, finished)
+    if finished is not None:
+        return finished
 
     loaded, records = config.data.load()
     records = with_mismatched_targets(records, loaded.records)   # chosen from the whole file, not the sample
@@ -154,6 +165,9 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         raise ConfigError(error)
     records = check_targets(lm.tokenizer, records, config.scoring.mode, config.data.skip_bad, skipped)
     pairs = _valid_pairs(records, config.scheme_objects, config.data.skip_bad, skipped)
+    if ctx.is_main:  # every check passed: only now does the folder get its config
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", {**to_dict(config), "fingerprints": prints})
 
     chunk_dir = out / "chunks"
     n_chunks = (len(records) + config.chunk_size - 1) // config.chunk_size
@@ -172,18 +186,23 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     if progress:
         from tqdm.auto import tqdm
 
-        # Counts forwards of this rank; the total is corrected per chunk once its plan is deduplicated.
-        todo = sum(len(items_by_chunk[c]) for c in pending) // ctx.world_size
-        bar = tqdm(total=todo, desc=f"hijack {lm.name}", unit="forward")
+        done = sorted(set(range(n_chunks)) - set(pending))
+        if done:
+            print(f"resuming {out}: {len(done)} of {n_chunks} chunks ({sum(len(items_by_chunk[c]) for c in done)} "
+                  f"prompts) finished earlier; scoring the other {len(pending)}", file=sys.stderr)
+        bar = tqdm(total=sum(len(items_by_chunk[c]) for c in pending), desc=f"hijack {lm.name}", unit="prompt")
     for c, plan in _chunk_plans(lm.tokenizer, items_by_chunk, pending, config.scoring.planning_mode,
                                 _plan_in_background(lm)):
-        rows, stats = _score_chunk(lm, items_by_chunk[c], plan, config, ctx, bar)
+        counter = _PromptCounter(bar, len(items_by_chunk[c]), len(plan.requests) // ctx.world_size) if bar else None
+        rows, stats = _score_chunk(lm, items_by_chunk[c], plan, config, ctx, counter)
         _kill_point("scored")
         if ctx.is_main:  # the stats first: the parquet marks the chunk as done
             write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
             _kill_point("stats-written")
             write_parquet(_chunk_path(chunk_dir, c), rows)
             _kill_point("written")
+        if counter is not None:
+            counter.finish()
     if bar is not None:
         bar.close()
 
@@ -193,19 +212,48 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
         rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
         write_parquet(out / "rows.parquet", rows)
         summary = summarise(rows, config, lm.name, len(records), skipped)
+        summary["counterfact"] = prints["counterfact"]["path"]
         summary["placement"] = {"processes": ctx.world_size, "model_devices": model_devices(lm.model),
                                 "dtype": str(lm.dtype).removeprefix("torch.")}
         summary["parameters"] = sum(p.numel() for p in lm.model.parameters())
         summary["engine"] = _engine_stats(chunk_dir, n_chunks)
-        summary["fingerprints"] = read_json(out / "config.json").get("fingerprints", prints)
+        summary["fingerprints"] = prints
         summary["recomputed_chunks"] = recomputed
         write_json(out / "summary.json", summary)
         if plot and len(rows):
-            from assocmem.hijack.plots import plot_rates
-
-            plot_rates(pd.DataFrame(summary["rates"]), out / "rates.png",
-                       title=f"{lm.name}, {config.scoring.mode}, {summary['records']} records")
+            _plot(summary, out)
     return D.broadcast_object(ctx, summary)
+
+
+def _plot(summary: dict, out: Path) -> None:
+    from assocmem.hijack.plots import plot_rates
+
+    plot_rates(pd.DataFrame(summary["rates"]), out / "rates.png",
+               title=f"{summary['model']}, {summary['mode']}, {summary['records']} records")
+
+
+class _PromptCounter:
+    """Advances the run's progress bar, whose total is a fixed count of prompts, while one chunk is scored.
+
+    The scorer reports requests (one request can serve several prompts: the n = 0 prompt of every scheme
+    of a record is one request); they count here as their share of the chunk's prompts, and the chunk's
+    end completes its count, so the bar ends exactly at its total."""
+
+    def __init__(self, bar, prompts: int, requests: int):
+        self.bar, self.prompts, self.requests = bar, prompts, max(requests, 1)
+        self.seen = self.shown = 0
+
+    def update(self, requests: int) -> None:
+        self.seen += requests
+        self._show(min(self.prompts, self.prompts * self.seen // self.requests))
+
+    def finish(self) -> None:
+        self._show(self.prompts)
+
+    def _show(self, count: int) -> None:
+        if count > self.shown:
+            self.bar.update(count - self.shown)
+            self.shown = count
 
 
 _KILL_COUNTS: dict[str, int] = {}
@@ -281,9 +329,6 @@ def _score_chunk(lm, items: list[WorkItem], plan, config: HijackConfig, ctx: D.D
                  bar=None) -> tuple[pd.DataFrame | None, PackingStats]:
     """Score one chunk (this rank's share) from its plan; on rank 0 return its rows and every rank's
     packing counts summed, elsewhere (None, this rank's counts)."""
-    if bar is not None:
-        bar.total += len(range(ctx.rank, len(plan.requests), ctx.world_size)) - len(items) // ctx.world_size
-        bar.refresh()
     stats = PackingStats()
     mine = score_plan(lm, plan, batch_tokens=config.batching.batch_tokens, row_tokens=config.batching.row_tokens, shard=ctx.shard,
                       bar=bar, stats=stats)
@@ -356,7 +401,7 @@ def summarise(rows: pd.DataFrame, config: HijackConfig, model_name: str, n_recor
         "records_per_scheme": {s: int(rows.loc[(rows["scheme"] == s) & (rows["n"] == 0)].shape[0])
                                for s in config.schemes} if len(rows) else {},
         "max_n": config.max_n,
-        "shares": {"hijacked_share": "P(target_false) > P(target_true): the efficacy score (ES) of the paper",
+        "shares": {"hijacked_share": "P(target_false) > P(target_true): the efficacy score (ES)",
                    "true_preferred_share": "P(target_true) > P(target_false)"},
         "known_records": _known_counts(rows),
         "schemes": {s.name: {"description": s.description, "mentions": s.mentions, "expected": s.expected,
@@ -427,15 +472,21 @@ def _valid_pairs(records: list[Record], schemes: list[Scheme], skip_bad: bool, s
     return pairs
 
 
-def _prepare_out_dir(config: HijackConfig, out: Path) -> tuple[str | None, dict | None]:
-    """Write config.json with the run's fingerprints, or check that an existing one describes the
-    same computation on the same data and model. Returns (error line or None, fingerprints)."""
-    from assocmem.hijack.counterfact import counterfact_path
+def _check_out_dir(config: HijackConfig, out: Path, lm) -> tuple[str | None, dict | None]:
+    """The fingerprints of this run (data, model, code), and an error line if `out` holds a run of another
+    config or computed from other data, model or code (nothing is written here)."""
     from assocmem.provenance import fingerprints, what_changed
 
-    prints = fingerprints(counterfact_path(config.data.counterfact), config.lm.model)
+    prints = fingerprints(config.data.path, config.lm.model, rows_code())
+    if lm is not None:
+        error, prints["model"] = _given_model(config, lm, prints["model"])
+        if error:
+            return error, prints
     path = out / "config.json"
     started = any((out / "chunks").glob("chunk-*.parquet"))   # before any chunk, a new config just replaces
+    if started and not path.is_file():
+        return (f"--out={str(out)!r} holds scored chunks but no config.json, so they cannot be checked; use a new "
+                "--out, or delete the folder to start over"), prints
     if path.is_file() and started:
         try:
             old = read_json(path)
@@ -443,22 +494,88 @@ def _prepare_out_dir(config: HijackConfig, out: Path) -> tuple[str | None, dict 
             return (f"--out={str(out)!r}: its config.json is unreadable ({type(err).__name__}), so its chunks cannot "
                     "be checked; use a new --out, or delete the folder to start over"), prints
         old_prints = old.pop("fingerprints", None)
+        if not old_prints:
+            return (f"--out={str(out)!r} holds a run that recorded no fingerprints (an older assocmem): its rows "
+                    "cannot be checked against this data, model and code; use a new --out"), prints
         old = {k: v for k, v in flat_dict_of(old).items() if k not in _RESUMABLE}
         new = {k: v for k, v in flat_dict(config).items() if k not in _RESUMABLE}
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             return (f"--out={str(out)!r} holds a run with a different config ({', '.join(diff)}); "
                     "use a new --out or the same options to resume"), prints
-        changed = what_changed(old_prints, prints) if old_prints else []
+        changed = what_changed(old_prints, prints)
         if changed:
             return (f"--out={str(out)!r} holds a run computed from a different {'; '.join(changed)}: "
                     "resuming would mix rows of both; use a new --out, or restore what changed"), prints
         for key in ("commit", "tokenizer"):   # known once loaded: checked then (_check_loaded)
-            if old_prints and key in old_prints["model"]:
+            if key in old_prints["model"]:
                 prints["model"][key] = old_prints["model"][key]
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, {**to_dict(config), "fingerprints": prints})
     return None, prints
+
+
+def rows_code() -> str:
+    """The code fingerprint of what computes a run's rows (records, prompts, scoring, decisions)."""
+    from assocmem.provenance import code_fingerprint
+
+    return code_fingerprint(HijackConfig, work_items, plan_items, check_targets, _valid_pairs, _score_chunk,
+                            _empty_rows)
+
+
+def _given_model(config: HijackConfig, lm, recorded: dict) -> tuple[str | None, dict]:
+    """(error line or None, the model's fingerprint) of a model given to `run_hijack`: `config.lm`'s when
+    the model was loaded from that spec; its weights' hash when it was built in memory; refused when it
+    was loaded from another spec or in another dtype than the config sets."""
+    from assocmem.models.llm import resolve_model
+    from assocmem.provenance import weights_fingerprint
+    from assocmem.runtime import resolve_dtype
+
+    if config.lm.dtype != "auto" and lm.dtype != resolve_dtype(config.lm.dtype):
+        return (f"the model given to run_hijack is in {str(lm.dtype).removeprefix('torch.')}, its config says "
+                f"--dtype={config.lm.dtype}: load it with the config's own spec (config.lm.load())"), recorded
+    spec = getattr(lm, "spec", None)
+    if spec is None:
+        return None, {"spec": config.lm.model, "kind": "in-memory", "name": lm.name,
+                      "sha256": weights_fingerprint(lm.model)}
+    given, named = resolve_model(spec), resolve_model(config.lm.model)
+    if (given.kind, given.location) != (named.kind, named.location):
+        return (f"the model given to run_hijack was loaded from {spec!r}, its config names --model="
+                f"{config.lm.model!r}: the run folder would record the wrong model; pass --model={spec!r} "
+                "in the config, or load the config's model (config.lm.load())"), recorded
+    return None, recorded
+
+
+def _finished_summary(config: HijackConfig, out: Path, progress: bool, plot: bool) -> dict | None:
+    """The summary of a run in `out` that is already finished with this config (its config.json checked by
+    `_check_out_dir`; summary.json, rows.parquet and every chunk readable, the row counts agreeing), or None.
+
+    Then nothing is scored and no model is loaded; a damaged file sends the run down the usual path, which
+    re-computes what is damaged."""
+    import pyarrow.parquet as pq
+
+    try:
+        summary = read_json(out / "summary.json")
+        config_now = {k: v for k, v in flat_dict(config).items() if k not in _RESUMABLE}
+        config_then = {k: v for k, v in flat_dict_of(summary["config"]).items() if k not in _RESUMABLE}
+        recorded = read_json(out / "config.json").get("fingerprints")
+        rows = pq.read_metadata(out / "rows.parquet").num_rows
+        chunks = sorted((out / "chunks").glob("chunk-*.parquet"))
+        in_chunks = 0
+        for path in chunks:
+            in_chunks += pq.read_metadata(path).num_rows
+            stats = read_json(path.with_suffix(".engine.json"))
+            if not set(PackingStats.__dataclass_fields__) <= set(stats):
+                return None
+        expected = sum(summary["records_per_scheme"].values()) * (config.max_n + 1)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if config_now != config_then or summary.get("fingerprints") != recorded or not rows == in_chunks == expected:
+        return None
+    if progress:
+        print(f"{out}: finished earlier ({len(chunks)} chunks, {rows} rows); nothing to score, the model is not "
+              "loaded", file=sys.stderr)
+    if plot and rows and not (out / "rates.png").is_file():
+        _plot(summary, out)
+    return summary
 
 
 def _check_loaded(out: Path, prints: dict, lm) -> str | None:
@@ -476,8 +593,6 @@ def _check_loaded(out: Path, prints: dict, lm) -> str | None:
                     f"now {value[:12]}: the same weights would score other tokens; use a new --out"
                     + (", or pin the model to that commit" if key == "commit" else ""))
         prints["model"][key] = value
-    config = read_json(out / "config.json")
-    write_json(out / "config.json", {**config, "fingerprints": prints})
     return None
 
 

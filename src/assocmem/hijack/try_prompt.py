@@ -25,13 +25,14 @@ class TryConfig(Composed):
 
     text: str = option(None, 'The fact\'s prompt, e.g. "The Eiffel Tower is in the city of".', flag="TEXT",
                        argument=True)
-    target_true: str = option(None, "The true target, e.g. Paris.", flag="--true")
-    target_false: str = option(None, "The false target, e.g. Chicago.", flag="--false")
+    target_true: str = option(None, "The true target, e.g. Paris.", flag="--true", required=True)
+    target_false: str = option(None, "The false target, e.g. Chicago.", flag="--false", required=True)
     lm: ModelSpec = option(factory=ModelSpec)
     scheme: str = option("not-think", "Hijack scheme (assocmem hijack --list-schemes).")
     max_n: int = option(5, "Largest number of prepended sentences.")
     subject: str | None = option(None, "The prompt's subject (schemes that name it need it).")
-    relation_id: str = option("user", "Relation id (for the relation schemes), e.g. P190.", flag="--relation")
+    relation_id: str = option("user", "CounterFact relation id, e.g. P190 (the relation schemes need one with a "
+                                      "template).", flag="--relation")
     template: str | None = option(None, 'Sentence of scheme "template".')
     mode: str = option("first-token", "first-token | full-target | mean-target probabilities.")
     top_k: int = option(5, "How many next tokens to show.")
@@ -46,7 +47,8 @@ class TryConfig(Composed):
         check_int_range("--max-n", self.max_n, 0)
         check_int_range("--top-k", self.top_k, 1)
         check_choice("--mode", self.mode, MODES)
-        get_scheme(self.scheme, self.template)
+        check_fact(self.text, self.target_true, self.target_false, self.scheme, self.subject, self.relation_id,
+                   self.template)
 
     def run(self, lm) -> list["TryRow"]:
         return try_prompt(lm, self.text, self.target_true, self.target_false, scheme=self.scheme, max_n=self.max_n,
@@ -65,6 +67,31 @@ class TryRow:
     p_false: float
     rank_true: int                 # rank of the true target's first token among the next tokens (1 = top-1)
     rank_false: int                # the same for the false target
+
+
+def check_fact(text: str, target_true: str, target_false: str, scheme: str, subject: str | None, relation_id: str,
+               template: str | None) -> None:
+    """Can `scheme`'s sentence be built for this typed fact? A one-line ConfigError naming the flag that
+    fixes it, before any model is loaded."""
+    from assocmem.hijack.counterfact import BadRecord
+    from assocmem.hijack.schemes import get_scheme, relation_templates, sentence
+
+    entry = get_scheme(scheme, template)
+    if entry.mentions == "target_mismatched":
+        raise ConfigError(f"--scheme={scheme!r} names another CounterFact record's target, which a typed fact has "
+                          f"not: use {entry.control_of or 'not-think'} with that target as --false")
+    names_subject = entry.relation_form is not None or "{subject}" in (entry.sentence or "")
+    if names_subject and subject is None:
+        raise ConfigError(f"--scheme={scheme!r} names the subject: pass --subject (a phrase of the prompt)")
+    if entry.relation_form is not None and relation_id not in relation_templates():
+        known = sorted(relation_templates())
+        given = "" if relation_id == "user" else f" (--relation={relation_id!r} has none)"
+        raise ConfigError(f"--scheme={scheme!r} needs --relation: a CounterFact relation id with a template{given}, "
+                          f"e.g. --relation P190; allowed: {', '.join(known)}")
+    try:
+        sentence(user_record(text, target_true, target_false, subject, relation_id), entry)
+    except BadRecord as bad:
+        raise ConfigError(f"--scheme={scheme!r} cannot be built for this fact: {bad.reason}") from None
 
 
 def user_record(text: str, target_true: str, target_false: str, subject: str | None = None,
@@ -90,13 +117,8 @@ def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str =
 
     check_int_range("--max-n", max_n, 0)
     check_int_range("--top-k", top_k, 1)
+    check_fact(text, target_true, target_false, scheme, subject, relation_id, template)
     entry = get_scheme(scheme, template)
-    if entry.mentions == "target_mismatched":
-        raise ConfigError(f"--scheme={scheme!r} names another CounterFact record's target, which a typed fact has "
-                          f"not: use {entry.control_of or 'not-think'} with that target as --false")
-    names_subject = entry.relation_form is not None or "{subject}" in (entry.sentence or "")
-    if names_subject and subject is None:
-        raise ConfigError(f"--scheme={scheme!r} names the subject: pass --subject (a phrase of the prompt)")
     record = user_record(text, target_true, target_false, subject, relation_id)
     shared, prompts = zip(*[prompt_parts(record, entry, n) for n in range(max_n + 1)])
     trace = D.trace_last_position(lm, prompts, attention=False, groups=[0] * len(prompts))
@@ -132,5 +154,6 @@ def _ordinal(k: int) -> str:
     return "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
 
 
-def _p(p: float) -> str:
+def format_probability(p: float) -> str:
+    """0.1234, or 1.2e-05 below 0.001: how `try` shows a probability."""
     return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"

@@ -71,7 +71,7 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
 
     `models`: a dict the caller keeps between folders, so a model is loaded once per (spec, dtype)."""
     from assocmem.hijack.counterfact import load_counterfact
-    from assocmem.hijack.run import WorkItem, config_from_dict, flat_dict_of, plan_items
+    from assocmem.hijack.run import WorkItem, config_from_dict, flat_dict_of, plan_items, rows_code
     from assocmem.hijack.schemes import get_scheme, prompt_parts
     from assocmem.hijack.scoring import collect, collect_ranks, score_plan
     from assocmem.models.llm import load_causal_lm
@@ -91,9 +91,9 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
                           "pass --counterfact PATH")
     config = config_from_dict(raw, device=device, counterfact=str(path))
     now = {"counterfact": counterfact_fingerprint(path), "model": model_fingerprint(config.lm.model),
-           "assocmem": (recorded or {}).get("assocmem")}
-    if recorded:
-        changed = [c for c in what_changed(recorded, now) if "commit" not in c]
+           "assocmem": (recorded or {}).get("assocmem"), "code": rows_code()}
+    if recorded:   # other code is what verify re-checks the rows with: not a reason to refuse
+        changed = [c for c in what_changed({**recorded, "code": now["code"]}, now) if "commit" not in c]
         if changed:
             raise ConfigError(f"{folder} was computed from a different {'; '.join(changed)}: "
                               "pass the file and model it was computed from")
@@ -132,12 +132,20 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
     same = (np.sign(old_f - old_t) == np.sign(new_f - new_t))
     delta = np.maximum(np.abs(old_t - new_t), np.abs(old_f - new_f))
     return {"folder": str(folder), "model": lm.name, "device": str(lm.device), "dtype": str(lm.dtype).removeprefix("torch."),
-            "fingerprints": "recorded, matching" if recorded else "not recorded (run predates them): checked "
-                            "against the files its config names",
+            "fingerprints": ("recorded, matching" + _code_note(recorded["code"] if "code" in recorded else None,
+                                                               now["code"]) if recorded else
+                             "not recorded (run predates them): checked against the files its config names"),
             "rows": int(len(rows)), "rows_checked": int(len(picked)), "same_decisions": int(same.sum()),
             "within_tolerance": int((delta <= tolerance).sum()), "tolerance": tolerance,
             "same_ranks": same_ranks,   # both first-token ranks equal (a near-tie may order differently elsewhere)
             "max_abs_dlogp": float(delta.max()) if len(delta) else 0.0}
+
+
+def _code_note(then: str | None, now: str) -> str:
+    """What verify says about the code: the rows are re-scored with today's code, whichever computed them."""
+    if then is None:
+        return "; the code that computed the rows was not recorded (an older assocmem)"
+    return "; the code that computes rows changed since the run" if then != now else ""
 
 
 def _read_summary(folder: Path) -> dict:

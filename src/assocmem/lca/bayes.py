@@ -1,4 +1,4 @@
-"""The task's own limit: Bayes-optimal accuracy of latent concept association (issue 8).
+"""The task's own limit: Bayes-optimal accuracy of latent concept association.
 
 With z* uniform, the posterior over the target given a context x = (t_1, ..., t_L) is (paper §4.1)
 

@@ -247,7 +247,7 @@ def evaluate_accuracy(
 
 
 def _bayes(tasks: Sequence[LCAConfig], x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    from assocmem.lca.bayes import expected_accuracy_on  # written beside this module (issue 8)
+    from assocmem.lca.bayes import expected_accuracy_on  # a sibling module of this one
 
     return [float(expected_accuracy_on(t, x[e], y[e])) for e, t in enumerate(tasks)]
 

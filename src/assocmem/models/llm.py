@@ -15,6 +15,7 @@ safetensors + tokenizer under `<cache>/models/<name>/` (cache = $ASSOCMEM_CACHE_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -59,6 +60,7 @@ class LoadedLM:
     model: torch.nn.Module        # a transformers *ForCausalLM
     tokenizer: object             # a transformers (fast) tokenizer
     name: str                     # short name for run folders and plots
+    spec: str | None = None       # the --model it was loaded from (None: built in memory)
 
     @property
     def device(self) -> torch.device:
@@ -128,8 +130,9 @@ def load_causal_lm(
         lm.model.to(device=dev or "cpu", dtype=torch_dtype)
         return lm
     source = _cached_gguf(found.path, found.name) if found.kind in ("bundled", "gguf") else found.location
-    name = found.name
-    return _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code, max_memory)
+    lm = _from_pretrained(source, found.name, torch_dtype, dev, device_map, trust_remote_code, max_memory)
+    lm.spec = spec
+    return lm
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,8 @@ def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_co
     placement = {"device_map": device_map, **({"max_memory": max_memory} if max_memory else {})}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kw)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **placement, **kw)
+        with _no_loading_bar(local=Path(source).is_dir()):
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **placement, **kw)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--model={name!r} could not be loaded ({first}); allowed {_ALLOWED}") from None
@@ -208,6 +212,22 @@ def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_co
         model.to(dev)
     model.eval()
     return LoadedLM(model=model, tokenizer=tokenizer, name=name)
+
+
+@contextlib.contextmanager
+def _no_loading_bar(local: bool):
+    """transformers' "Loading weights" bar off while a local model loads (a second or two, on every command);
+    a hub model keeps its bars, whose downloads can take minutes."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if local and was:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if local and was:
+            hf_logging.enable_progress_bar()
 
 
 def _cached_gguf(path: Path, name: str) -> str:
@@ -293,7 +313,8 @@ def tiny_random_lm(arch: str = "llama", seed: int = 0) -> LoadedLM:
         torch.manual_seed(seed)
         model = cls(config)
     model.eval()
-    return LoadedLM(model=model, tokenizer=tokenizer, name=f"tiny-random-{arch}")
+    return LoadedLM(model=model, tokenizer=tokenizer, name=f"tiny-random-{arch}",
+                    spec=f"tiny-random-{arch}" if seed == 0 else None)
 
 
 def _tiny_tokenizer(add_bos: bool):
