@@ -228,12 +228,14 @@ def _mask_edit_hooks(blocks, edit: Callable[[int, object], object]) -> list:
 
 @torch.inference_mode()
 def token_logprobs(lm, hidden: torch.Tensor, read_index: torch.Tensor, tokens: torch.Tensor,
-                   chunk: int = 512) -> torch.Tensor:
+                   chunk: int = 512, ranks: bool = False):
     """log P(tokens[j] | read read_index[j]) in float64, from the body's output `hidden` (R, d_model).
 
     The model's own unembedding (and final logit softcap) on the R read positions, chunked so that at
     most `chunk` rows of vocabulary logits exist at once; each read's normaliser is computed once
     however many tokens are scored there (both targets in first-token mode).
+    `ranks=True` also returns each token's rank among the vocabulary at its read (int64; 1 = the
+    top-1 next token; 1 + the number of tokens with a strictly larger logit): (logprobs, ranks).
     """
     parts = find_parts(lm.model)
     W_U = parts.W_U
@@ -241,6 +243,7 @@ def token_logprobs(lm, hidden: torch.Tensor, read_index: torch.Tensor, tokens: t
     read_index = read_index.to(head_device)
     tokens = tokens.to(head_device)
     out = torch.empty(len(tokens), dtype=torch.float64, device=head_device)
+    rank = torch.empty(len(tokens), dtype=torch.int64, device=head_device) if ranks else None
     for s in range(0, hidden.shape[0], chunk):
         logits = W_U(hidden[s:s + chunk].to(head_device)).float()       # (chunk, d_vocab)
         if parts.softcap is not None:
@@ -248,8 +251,11 @@ def token_logprobs(lm, hidden: torch.Tensor, read_index: torch.Tensor, tokens: t
         log_z = torch.logsumexp(logits, dim=-1)                         # (chunk,)
         sel = (read_index >= s) & (read_index < s + chunk)
         local = read_index[sel] - s
-        out[sel] = (logits[local, tokens[sel]] - log_z[local]).double()
-    return out
+        picked = logits[local, tokens[sel]]                              # (selected,)
+        out[sel] = (picked - log_z[local]).double()
+        if ranks:
+            rank[sel] = 1 + (logits[local] > picked[:, None]).sum(dim=-1)
+    return (out, rank) if ranks else out
 
 
 def read_positions(rows: Rows, sequences: Sequence[int], counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
