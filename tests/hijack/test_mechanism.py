@@ -182,6 +182,24 @@ def test_control_positions_are_prompt_tokens_never_bos_the_subject_nor_the_read_
                                                          (1,)).items[0].n_prefix == 0
 
 
+def test_a_record_repeating_another_records_prompt_is_skipped_and_the_others_keep_their_positions(tiny_lms, records):
+    """Two records with the same prompt share one planned request at n = 0; the later one is skipped (its
+    distractor positions would be read from the wrong request), and every kept item's positions are its own."""
+    import dataclasses
+
+    twin = dataclasses.replace(records[0], case_id=99999, target_false=records[1].target_false)
+    data = M.build_items(tiny_lms["llama"].tokenizer, [records[0], twin, *records[1:]], "not-think", (1, 3))
+    assert [c for c, _ in data.skipped] == [99999] and "repeated prompt" in data.skipped[0][1]
+    alone = M.build_items(tiny_lms["llama"].tokenizer, records, "not-think", (1, 3))
+    key = lambda d: [(it.case_id, it.n, it.distractor_end, it.subject_start, it.length, data_ids(d, it))  # noqa: E731
+                     for it in d.items]
+    assert key(data) == key(alone)
+
+
+def data_ids(data, it):
+    return tuple(data.requests[it.request])
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_subject_positions_hold_the_subjects_tokens(tiny_lms, records, arch):
     """The subject span decodes to the subject (up to a leading space) at every n, and nothing else."""

@@ -360,25 +360,23 @@ def explain(result: dict) -> str:
     parts = []
     for model, per_scheme in result.get("data", {}).get("per_scheme", {}).items():
         for scheme, info in per_scheme.items():
-            ranking = info.get("head_ranking") or [{}]
             d = info.get("defence") or {}
-            parts.append(f"{model}, {scheme}: read knockout chosen at blocks {info.get('layer_set')}, carrying blocks "
-                         f"{info.get('carrying_blocks')}, top head {ranking[0].get('label')} "
-                         f"({'passed' if ranking[0].get('passed') else 'did not pass'} its test on the choosing half)"
-                         + (f", defence scale {d.get('scale')} ({d.get('why')})" if d else ""))
-    return "; ".join(parts)
+            parts.append(f"{model}, {scheme}: blocks {info.get('layer_set')}, heads {' '.join(d.get('heads', []))}, "
+                         f"scale {d.get('scale')}")
+    return "choices made on the choosing half: " + "; ".join(parts)
 
 
-# Quick: 40 records per scheme at n = 1 (+ 40 for the defence), a CPU run of both bundled models in a
-# few minutes; full: 200 records per scheme at n = 1 and 3 (+ 800 for the defence: a 270M model knows
-# about one fact in eight at top-1), benchmarks/bench_mechanism.py times it.
-_QUICK_NOTE = ("quick: 40 records per scheme (20 judged) and 80 for the defence (a few known facts), n = 1 only; "
-               "full: 200 and 1000, n = 1, 3")
+# Quick: 40 records per scheme at n = 1, one carrying block, no residual-stream patching, two scales and
+# no extra records for the defence: a CPU run of both bundled models in about two minutes. Full: 200
+# records per scheme at n = 1 and 3, two carrying blocks, four scales, 800 more records for the defence
+# (a 270M model knows about one fact in eight at top-1); benchmarks/bench_mechanism.py times both.
+_QUICK_NOTE = ("quick: 40 records per scheme (20 judged, a few known facts), n = 1, one carrying block, scales 0 "
+               "and 0.5; full: 200 records (1,000 for the defence), n = 1 and 3, two blocks, four scales")
 EXPERIMENTS = [
     Experiment("mechanism", "Inside the LLM, causally: attention knockout, patching, heads and a defence",
                "extension (§5.5, Theorem 1 tested causally on a real LLM)",
-               MechanismStudy(CounterFactSelection(records=40, skip_bad=True), ns=(1,),
-                              defence=DefenceSettings(extra_records=40)),
+               MechanismStudy(CounterFactSelection(records=40, skip_bad=True), ns=(1,), components=("attn", "mlp"),
+                              head_blocks=1, defence=DefenceSettings(extra_records=0, scales=(0.0, 0.5))),
                MechanismStudy(CounterFactSelection(records=200, skip_bad=True), defence=DefenceSettings(extra_records=800)),
                run_mechanism_experiment,
                plot_mechanism, claims=("hijack-through-attention", "hijack-attention-carries", "hijack-heads",

@@ -185,19 +185,21 @@ def build_items(tokenizer, records, scheme_name: str, ns: Sequence[int], templat
     at = [len(p) - len(rec.filled_prompt) + rec.prompt.index("{}") for rec, _, _, p in flat]
     subjects = subject_spans(tokenizer, [p.rstrip() for *_, p in flat],
                              [(a, a + len(rec.subject)) for a, (rec, *_) in zip(at, flat)])
-    items, bad_case = [], {}
+    items, bad_case, owner = [], {}, {}
     for i, (rec, n, _, _) in enumerate(flat):
         (r, g_true), (r2, g_false) = plan.index[i]
         true_id, false_id = plan.gathers[r][g_true][0], plan.gathers[r2][g_false][0]
         first, end = subjects[i] or (0, 0)
-        if plan.expected[i] >= 1 << 30:
+        if owner.setdefault(r, rec.case_id) != rec.case_id:     # the planner fed one copy of equal prompts
+            bad_case.setdefault(rec.case_id, f"its prompt at n = {n} is record {owner[r]}'s (a repeated prompt)")
+        elif plan.expected[r] >= 1 << 30:
             bad_case.setdefault(rec.case_id, "prompt does not start with its distractor sentences' tokens")
         elif true_id == false_id:
             bad_case.setdefault(rec.case_id, "both targets start with the same token")
         elif subjects[i] is None:
             bad_case.setdefault(rec.case_id, "the subject's tokens cannot be located in the prompt")
         items.append(Item(rec.case_id, rec.relation_id, n, r, len(plan.requests[r]), n_prefix,
-                          plan.expected[i] if n else n_prefix, true_id, false_id, n_prefix + first, n_prefix + end))
+                          plan.expected[r] if n else n_prefix, true_id, false_id, n_prefix + first, n_prefix + end))
     if bad_case and not skip_bad:
         case, reason = next(iter(bad_case.items()))
         raise BadRecord(case, reason)

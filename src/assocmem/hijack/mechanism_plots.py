@@ -121,7 +121,8 @@ def plot_heads(table: pd.DataFrame, path: str | Path, model: str, n_heads: int) 
             for i in range(len(blocks)):
                 for j in range(n_heads):
                     if np.isfinite(grid[i, j]):
-                        ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6)
+                        ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                                color="white" if abs(grid[i, j]) > 0.6 * lim else "black")
             ax.set_xticks(range(n_heads))
             ax.set_yticks(range(len(blocks)), [str(b) for b in blocks])
             ax.set_xlabel("head")
@@ -132,8 +133,9 @@ def plot_heads(table: pd.DataFrame, path: str | Path, model: str, n_heads: int) 
     return save_figure(fig, path)
 
 
-_METHOD = {"none": ("nothing", "tab:gray"), "defence": ("heads found × chosen scale", "tab:blue"),
-           "block": ("their blocks' attention removed", "tab:red")}
+_METHOD = {"none": ("nothing", "tab:gray", dict(lw=4, alpha=0.5)),
+           "defence": ("heads found × chosen scale", "tab:blue", dict(lw=1.5, marker="o")),
+           "block": ("their blocks' attention removed", "tab:red", dict(lw=1.5, marker="s", ls="--"))}
 
 
 def plot_defence(table: pd.DataFrame, path: str | Path, model: str) -> Path:
@@ -145,19 +147,20 @@ def plot_defence(table: pd.DataFrame, path: str | Path, model: str) -> Path:
     for r, scheme in enumerate(schemes):
         part = judge[judge["scheme"] == scheme]
         ax, bx = axes[r]
-        for i, (method, (name, colour)) in enumerate(_METHOD.items()):
+        for i, (method, (name, colour, style)) in enumerate(_METHOD.items()):
             m = part[part["method"] == method].sort_values("n")
             if not len(m):
                 continue
             scale = float(m["scale"].iloc[0])
-            ax.plot(m["n"], m["es_known"], marker="o", color=colour, label=f"{name}" + (f" ({scale:g})"
-                                                                                        if method == "defence" else ""))
+            ax.plot(m["n"], m["es_known"], color=colour, label=name + (f" ({scale:g})" if method == "defence" else ""),
+                    **style)
             at0 = m[m["n"] == 0]
             if len(at0):
                 bx.bar(i, float(at0["still_known"].iloc[0]), color=colour)
                 bx.text(i, float(at0["still_known"].iloc[0]), f"Δlog P(true)\n{at0['dlogp_true'].iloc[0]:+.2f}",
                         ha="center", va="bottom", fontsize=6)
         known = int(part.loc[part["method"] == "none", "known"].max()) if len(part) else 0
+        ax.set_xticks(sorted(part["n"].unique()) if len(part) else [0])
         ax.set_xlabel("n (prepended sentences)")
         ax.set_ylabel("ES over known facts")
         ax.set_ylim(-0.02, 1.02)
