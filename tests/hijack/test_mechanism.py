@@ -178,6 +178,8 @@ def test_control_positions_are_prompt_tokens_never_bos_the_subject_nor_the_read_
         assert len(c) == min(it.distractor_end - it.n_prefix, len(others))
         assert set(c.tolist()) <= set(others) and len(set(c)) == len(c)
         np.testing.assert_array_equal(c, M.control_positions(it, seed=0))
+        m = M.matched_positions(it, seed=0)
+        assert len(m) == len(c) and set(m.tolist()) <= set(it.distractor().tolist()) and len(set(m)) == len(m)
     assert data.items[0].n_prefix == 1 and M.build_items(tiny_lms["gpt2"].tokenizer, records, "not-think",
                                                          (1,)).items[0].n_prefix == 0
 
@@ -258,8 +260,17 @@ def test_run_mechanism_writes_tables_figures_and_summary(tmp_path, tiny_lms, cou
                  "heads.png", "defence.png", "summary.json", "config.json"):
         assert (tmp_path / name).is_file(), name
     table = pd.read_parquet(tmp_path / "restoration.parquet")
-    assert set(table["analysis"]) == {"knockout", "control", "patch"}
+    assert set(table["analysis"]) == {"knockout", "control", "patch", "matched"}
     assert set(table["scheme"]) == {"not-think", "associated"}
+    iv = pd.read_parquet(tmp_path / "interventions.parquet")
+    for scheme in ("not-think", "associated"):              # the size-matched knockout: the chosen set, control's size
+        part = iv[iv["scheme"] == scheme]
+        same = part[part["analysis"] == "matched"]
+        assert set(same["label"]) == {summary["per_scheme"][scheme]["layer_set"]}
+        ctl = part[(part["analysis"] == "control") & (part["label"] == same["label"].iloc[0])
+                   & (part["variant"] == "read") & (part["head"] == -1)]
+        sizes = same.merge(ctl, on=["case_id", "n"], suffixes=("", "_control"))
+        assert len(sizes) == len(same) > 0 and (sizes["n_keys"] == sizes["n_keys_control"]).all()
     assert set(table.loc[table["variant"] == "prompt", "set_kind"]) == {"all"}   # the sanity check only
     assert table.loc[table["analysis"] == "knockout", "minus_control"].notna().all()
     heads = table[table["head"] >= 0]

@@ -77,8 +77,10 @@ def mechanism_result(s: MechanismStudy, spec: str, lm, work_dir: Path, counterfa
              "margin_hijacked) / (margin_clean − margin_hijacked), mean over used records; ± is its SE.",
              "An extension beyond the paper: a causal test, inside the LLM, of the mechanism §5.5 / Theorem 1 "
              "describe for the one-layer model, per head, and a test-time defence (head scaling, as JUICE does "
-             "against knowledge conflicts). The control of a knockout blocks as many random prompt tokens, never "
-             "the subject's (all of them when the prompt has fewer, as at n = 3)."]
+             "against knowledge conflicts). The control of a knockout blocks as many random prompt tokens as there "
+             "are distractor tokens, never the subject's nor the read; the prompt usually has fewer (see the token "
+             "counts), and then the control blocks all of them: the size-matched column blocks as many random "
+             "distractor tokens as the control does, in the chosen blocks."]
     return Result(rows=report_rows(summary, iv, records, defence), claims=claims, notes=notes,
                   data={"headline": summary["headline"], "model": lm.name, "layers": summary["layers"],
                         "per_scheme": summary["per_scheme"], "seconds": summary["seconds"]})
@@ -147,11 +149,14 @@ def knockout_claim(iv: pd.DataFrame, scheme: str, n: int) -> ClaimResult:
     chose = _at(per_record(part, half="choose", analysis="knockout", **match), label)
     sanity = per_record(part, scheme=scheme, n=n, analysis="knockout", variant="prompt", set_kind="all")
     sanity_text = f"; sanity check (every prompt token, all blocks, every record) {fmt(sanity.mean())}" if len(sanity) else ""
+    same = _held_out(part, label, analysis="matched", **match)
+    same_text = (f"; size-matched (as many random distractor tokens as the control blocks) {fmt(same.mean())}"
+                 if len(same) else "")
     ok = bool(m > 2 * se and d > 2 * d_se)
     return ClaimResult("hijack-through-attention", ok, criterion,
                        f"blocks {label} chosen on {len(chose)} records (restoration {fmt(chose.mean())}); on the "
                        f"other {k}: restoration {fmt(m)} ± {fmt(se)}, control {fmt(ctl.mean())}, knockout − control "
-                       f"{fmt(d)} ± {fmt(d_se)}{sanity_text}; {_earlier_knockout(part, scheme, n)}")
+                       f"{fmt(d)} ± {fmt(d_se)}{same_text}{sanity_text}; {_earlier_knockout(part, scheme, n)}")
 
 
 def patching_claim(iv: pd.DataFrame, scheme: str, n: int) -> ClaimResult:
@@ -283,9 +288,11 @@ def report_rows(summary: dict, iv: pd.DataFrame, records: pd.DataFrame, defence:
                 ko = _held_out(iv, label, analysis="knockout", **match)
                 ctl = _held_out(iv, label, analysis="control", **match)
                 m, se, k = mean_se(ko.to_numpy())
+                same = _held_out(iv, label, analysis="matched", **match)
                 rows.append({"setting": f"{scheme}, n={n}, knockout from the read position",
                              "quantity": f"restoration, judging half (blocks {label}, chosen on the other half)",
-                             "ours": m, "err": se, "control": float(ctl.mean()), "records": k})
+                             "ours": m, "err": se, "control": float(ctl.mean()), "records": k,
+                             "size-matched": round(float(same.mean()), 3) if len(same) else None})
             sanity = per_record(iv, scheme=scheme, n=n, analysis="knockout", variant="prompt", set_kind="all") \
                 if len(iv) else pd.Series(dtype=float)
             if len(sanity):

@@ -283,6 +283,27 @@ def control_positions(item: Item, seed: int) -> np.ndarray:
     return np.sort(rng.choice(pool, size=k, replace=False))
 
 
+def matched_positions(item: Item, seed: int) -> np.ndarray:
+    """As many random distractor positions as `control_positions` blocks (a size-matched knockout: the
+    control's pool is often smaller than the distractors); seeded by (seed, case_id, n) on a stream of its own."""
+    k = len(control_positions(item, seed))
+    rng = np.random.default_rng([seed, int(item.case_id) & 0x7FFFFFFF, item.n, 1])
+    return np.sort(rng.choice(item.distractor(), size=k, replace=False))
+
+
+def plan_matched(items: Sequence[Item], which: Sequence[int], label: str, kind: str, layers: tuple[int, ...],
+                 seed: int) -> list[Intervention]:
+    """Per hijacked item, the read-position knockout in `layers` of as many random distractor tokens as
+    its control blocks (analysis "matched")."""
+    out = []
+    for i in which:
+        it = items[i]
+        read = it.length - 1
+        out.append(Intervention(i, read, layers, "matched", "read", kind, label, (read,),
+                                tuple(matched_positions(it, seed).tolist())))
+    return out
+
+
 def plan_interventions(items: Sequence[Item], which: Sequence[int], config: MechanismConfig,
                        n_layers: int) -> list[Intervention]:
     """Every block-level intervention of the hijacked items `which` (indices into `items`)."""

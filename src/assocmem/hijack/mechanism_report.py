@@ -79,14 +79,21 @@ def run_mechanism(config: M.MechanismConfig, out_dir: str | Path, lm=None, progr
         info[scheme]["layer_set"] = C.chosen_layer_set(iv, scheme, n_choose) if len(iv) else None
         info[scheme]["carrying_blocks"] = C.carrying_blocks(iv, scheme, n_choose, config.head_blocks) if len(iv) else []
     head_blocks = sorted({b for s in config.schemes for b in info[s]["carrying_blocks"]})
-    if config.searches_heads and head_blocks:              # 2. heads
+    sets = {label: (kind, layers) for label, kind, layers in M.layer_sets(n_layers, M.LAYER_SETS, config.window,
+                                                                        config.stride)}
+    matched = {s: info[s]["layer_set"] for s in config.schemes if config.control and info[s]["layer_set"]}
+    if (config.searches_heads and head_blocks) or matched:  # 2. heads, and the chosen set's size-matched knockout
         for s, scheme in enumerate(config.schemes):
-            planner = (lambda items, which, L: M.plan_head_interventions(items, which, head_blocks, n_heads,
-                                                                         config.seed, config.control))
+            def planner(items, which, L, scheme=scheme):
+                out = M.plan_head_interventions(items, which, head_blocks, n_heads, config.seed, config.control) \
+                    if config.searches_heads else []
+                if scheme in matched:
+                    out += M.plan_matched(items, which, matched[scheme], *sets[matched[scheme]], config.seed)
+                return out
             result = M.analyse(lm, data[scheme], config, planner=planner, progress=lambda f, text, s=s: tell(
                 (len(config.schemes) + s + f) / len(config.schemes) / 3, f"{scheme}, heads: {text}"))
             ivs.append(_label(result.interventions, scheme, halves[scheme]))
-            stats.append({"scheme": scheme, "stage": "heads", **result.stats})
+            stats.append({"scheme": scheme, "stage": "heads" if config.searches_heads else "matched", **result.stats})
         iv = _concat(ivs)
     defence_rows, defence_table = [], []
     if config.defend:                                       # 3. defence
