@@ -53,7 +53,8 @@ def test_patching_claim_compares_the_best_attention_and_mlp_blocks_on_the_judgin
                _rows("patch", "mlp", "single", {"5": (0.1, 0.1), "2": (0.2, 0.2)}, seed=1))
     ok = patching_claim(attn, "s", 1)
     assert ok.supported and "attention block 5" in ok.numbers and "MLP block 2" in ok.numbers
-    mlp = _iv(_rows("patch", "attn", "single", {"5": (0.1, 0.1)}), _rows("patch", "mlp", "single", {"2": (0.7, 0.7)}, seed=1))
+    mlp = _iv(_rows("patch", "attn", "single", {"5": (0.1, 0.1)}),
+              _rows("patch", "mlp", "single", {"2": (0.7, 0.7)}, seed=1))
     assert not patching_claim(mlp, "s", 1).supported
 
 

@@ -161,7 +161,7 @@ def test_head_edits_at_given_positions_touch_only_those(tiny_lms, records):
     at = HeadEdit(1, 2, torch.tensor([0]), torch.tensor([T - 1]), values=torch.zeros(1, layout.head_dim))
     with edited_heads(layout, [at]):
         edited = _whole_forward(lm, ids)
-    torch.testing.assert_close(edited[:-1], plain[:-1], atol=0, rtol=0)     # block 1 is the top: earlier rows as they were
+    torch.testing.assert_close(edited[:-1], plain[:-1], atol=0, rtol=0)     # earlier positions as they were
     assert (edited[-1] - plain[-1]).abs().max() > 1e-4
     with pytest.raises(ValueError, match="heads per block"):
         with edited_heads(layout, scale_edits({(0, layout.n_heads): 0.0})):

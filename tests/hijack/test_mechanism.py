@@ -319,7 +319,8 @@ def test_mechanism_cli_takes_lists_and_reports_bad_options_on_one_line(tmp_path,
     assert set(table["variant"]) == {"read", "attn"} and set(table["n"]) == {2} and (table["head"] == -1).all()
     capsys.readouterr()
     for bad, option in ((["--n", "0"], "--n"), (["--variants", "query"], "--variants"), (["--window", "0"], "--window"),
-                        (["--n", "x"], "--n"), (["--scales", "1.5"], "--scales"), (["--scale-heads", "1"], "--scale-heads"),
+                        (["--n", "x"], "--n"), (["--scales", "1.5"], "--scales"),
+                        (["--scale-heads", "1"], "--scale-heads"),
                         (["--schemes", "nothink"], "--schemes"), (["--variants", "prompt"], "--heads")):
         assert main(base + bad + ["--out", str(tmp_path / "b")]) == 2
         err = capsys.readouterr().err

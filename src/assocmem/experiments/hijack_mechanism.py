@@ -58,8 +58,8 @@ def mechanism_result(s: MechanismStudy, spec: str, lm, work_dir: Path, counterfa
     summary = run_mechanism(config, work_dir, lm=lm, progress=progress)
     iv = pd.read_parquet(work_dir / "interventions.parquet")
     records = pd.read_parquet(work_dir / "records.parquet")
-    defence = pd.read_parquet(work_dir / "defence_records.parquet") if (work_dir / "defence_records.parquet").is_file() \
-        else pd.DataFrame()
+    defence_file = work_dir / "defence_records.parquet"
+    defence = pd.read_parquet(defence_file) if defence_file.is_file() else pd.DataFrame()
     n_choose, n_top = min(s.ns), max(s.ns)
     claims = []
     for scheme in s.schemes:
@@ -126,7 +126,8 @@ def _earlier_knockout(iv: pd.DataFrame, scheme: str, n: int) -> str:
         return "earlier criterion: not run"
     (ok, _), variant, label, m, d, d_se = best
     return (f"earlier criterion (best window-or-all set of either variant, chosen and judged on every record): "
-            f"{variant} {label} {fmt(m)}, − control {fmt(d)} ± {fmt(d_se)}: {'supported' if ok else 'not supported'}")
+            f"{variant} {label} {fmt(m)}, − control {fmt(d)} ± {fmt(d_se)}: "
+            f"{'supported' if ok else 'not supported'}")
 
 
 def knockout_claim(iv: pd.DataFrame, scheme: str, n: int) -> ClaimResult:
@@ -148,7 +149,8 @@ def knockout_claim(iv: pd.DataFrame, scheme: str, n: int) -> ClaimResult:
     d, d_se, _ = _paired(ko, ctl)
     chose = _at(per_record(part, half="choose", analysis="knockout", **match), label)
     sanity = per_record(part, scheme=scheme, n=n, analysis="knockout", variant="prompt", set_kind="all")
-    sanity_text = f"; sanity check (every prompt token, all blocks, every record) {fmt(sanity.mean())}" if len(sanity) else ""
+    sanity_text = (f"; sanity check (every prompt token, all blocks, every record) {fmt(sanity.mean())}"
+                   if len(sanity) else "")
     same = _held_out(part, label, analysis="matched", **match)
     same_text = (f"; size-matched (as many random distractor tokens as the control blocks) {fmt(same.mean())}"
                  if len(same) else "")
@@ -207,7 +209,8 @@ def heads_claim(iv: pd.DataFrame, scheme: str, n: int) -> ClaimResult:
     ok = bool(m > 2 * se and d > 2 * d_se and h > 2 * h_se)
     return ClaimResult("hijack-heads", ok, criterion,
                        f"head {label} chosen on the choosing half ({fmt(top['mean'])}); judged on {k} records: "
-                       f"{fmt(m)} ± {fmt(se)}, − control {fmt(d)} ± {fmt(d_se)}, its block {block} {fmt(whole.mean())}; "
+                       f"{fmt(m)} ± {fmt(se)}, − control {fmt(d)} ± {fmt(d_se)}, its block {block} "
+                       f"{fmt(whole.mean())}; "
                        f"head − ½·block {fmt(h)} ± {fmt(h_se)}")
 
 
@@ -261,10 +264,12 @@ def defence_claim(rows: pd.DataFrame, scheme: str, n: int, min_recall: float) ->
     scale = float(ours["scale"].iloc[0]) if len(ours) else float("nan")
     ok = bool(drop > 2 * drop_se and kept["defence"] >= min_recall)
     return ClaimResult("hijack-defence", ok, criterion,
-                       f"scale {scale:g}; known-fact ES {fmt(none['hijacked'].mean())} → {fmt(ours['hijacked'].mean())} "
-                       f"({k} known facts; drop {fmt(drop)} ± {fmt(drop_se)}); still known at n = 0 {fmt(kept['defence'])}, "
+                       f"scale {scale:g}; known-fact ES {fmt(none['hijacked'].mean())} → "
+                       f"{fmt(ours['hijacked'].mean())} ({k} known facts; drop {fmt(drop)} ± {fmt(drop_se)}); "
+                       f"still known at n = 0 {fmt(kept['defence'])}, "
                        f"mean Δlog P(true) {dlogp['defence']:+.3f}; the heads' whole blocks removed: ES "
-                       f"{fmt(block['hijacked'].mean())}, still known {fmt(kept['block'])}, Δlog P(true) {dlogp['block']:+.3f}")
+                       f"{fmt(block['hijacked'].mean())}, still known {fmt(kept['block'])}, "
+                       f"Δlog P(true) {dlogp['block']:+.3f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,8 +282,10 @@ def report_rows(summary: dict, iv: pd.DataFrame, records: pd.DataFrame, defence:
     for scheme, info in summary["per_scheme"].items():
         for n in sorted(records.loc[(records["scheme"] == scheme) & (records["n"] > 0), "n"].unique()):
             at = records[(records["scheme"] == scheme) & (records["n"] == n)]
-            rows.append({"setting": f"{scheme}, n={n}", "quantity": "records used (hijack lowered the margin by > min_shift)",
-                         "ours": int(at["used"].sum()), "of": len(at), "mean shift (nats)": round(float(at["shift"].mean()), 3),
+            rows.append({"setting": f"{scheme}, n={n}",
+                         "quantity": "records used (hijack lowered the margin by > min_shift)",
+                         "ours": int(at["used"].sum()), "of": len(at),
+                         "mean shift (nats)": round(float(at["shift"].mean()), 3),
                          "distractor / control / subject tokens": f"{at['distractor_tokens'].mean():.1f} / "
                                                                   f"{at['control_tokens'].mean():.1f} / "
                                                                   f"{at['subject_tokens'].mean():.1f}"})
@@ -332,10 +339,11 @@ def _defence_rows(defence: pd.DataFrame, scheme: str, chosen: dict | None) -> li
              "block": f"blocks {' '.join(map(str, chosen['blocks']))} attention removed"}
     rows = []
     for r in t.itertuples(index=False):
-        row = {"setting": f"{scheme}, defence: {names[r.method]}", "quantity": f"known-fact ES at n={r.n}, judging half",
-               "ours": r.es_known, "known": r.known}
+        row = {"setting": f"{scheme}, defence: {names[r.method]}",
+               "quantity": f"known-fact ES at n={r.n}, judging half", "ours": r.es_known, "known": r.known}
         if r.n == 0:
-            row |= {"still known at n=0": round(float(r.still_known), 3), "Δlog P(true)": round(float(r.dlogp_true), 3)}
+            row |= {"still known at n=0": round(float(r.still_known), 3),
+                    "Δlog P(true)": round(float(r.dlogp_true), 3)}
         rows.append(row)
     return rows
 
@@ -384,7 +392,8 @@ EXPERIMENTS = [
                "extension (§5.5, Theorem 1 tested causally on a real LLM)",
                MechanismStudy(CounterFactSelection(records=40, skip_bad=True), ns=(1,), components=("attn", "mlp"),
                               head_blocks=1, defence=DefenceSettings(extra_records=0, scales=(0.0, 0.5))),
-               MechanismStudy(CounterFactSelection(records=200, skip_bad=True), defence=DefenceSettings(extra_records=800)),
+               MechanismStudy(CounterFactSelection(records=200, skip_bad=True),
+                              defence=DefenceSettings(extra_records=800)),
                run_mechanism_experiment,
                plot_mechanism, claims=("hijack-through-attention", "hijack-attention-carries", "hijack-heads",
                                        "hijack-same-heads", "hijack-defence"),

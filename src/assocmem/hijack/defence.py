@@ -139,7 +139,8 @@ def defend(lm, data: Items, halves: dict[int, str], heads: Sequence[tuple[int, i
     rows["dlogp_true"] = rows["logp_true"].to_numpy() - undefended.reindex(
         pd.MultiIndex.from_frame(rows[["case_id", "n"]])).to_numpy()
     scale, why = choose_scale(rows, settings.min_recall)
-    chosen = rows[rows["method"] == "none"] if scale >= 1.0 else rows[(rows["method"] == "heads") & (rows["scale"] == scale)]
+    chosen = rows[(rows["method"] == "none")] if scale >= 1.0 else \
+        rows[(rows["method"] == "heads") & (rows["scale"] == scale)]
     rows = pd.concat([rows, chosen.assign(method="defence", scale=scale)], ignore_index=True)
     return DefenceResult(rows, defence_table(rows),
                          {"heads": [f"{b}.{h}" for b, h in heads], "blocks": blocks, "scale": scale, "why": why})

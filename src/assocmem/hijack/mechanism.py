@@ -420,8 +420,8 @@ def run_interventions(lm, rows, cache, ext, interventions: Sequence[Intervention
         (c[1] >= 0).any() for v in cells.values() for c in v) else None
     edit = None
     if cells:
-        edit = _knockout_edit({l: tuple(torch.from_numpy(a) for a in np.concatenate(v, axis=1)) for l, v in cells.items()},
-                              layout.n_heads if layout else None)
+        joined = {l: tuple(torch.from_numpy(a) for a in np.concatenate(v, axis=1)) for l, v in cells.items()}
+        edit = _knockout_edit(joined, layout.n_heads if layout else None)
     replace = []
     if patches:
         parts = find_parts(lm.model)
@@ -528,7 +528,7 @@ def analyse(lm, data: Items, config: MechanismConfig, progress: Callable[[float,
         if subs:
             clean["attn"] = torch.stack([c[: len(members)] for c in out.captured[:L]], dim=1).cpu().numpy()
             clean["mlp"] = torch.stack([c[: len(members)] for c in out.captured[L:]], dim=1).cpu().numpy()
-        clean["head"] = z                                                             # layer -> (members, heads, head_dim)
+        clean["head"] = z                                                    # layer -> (members, heads, head_dim)
         clean_row = {i: read_of[items[clean_item[items[i].case_id]].request] for i in hijacked}
         stats["interventions"] += len(ivs)
         by_start: dict[int, list[int]] = defaultdict(list)
@@ -614,8 +614,8 @@ def restoration_table(interventions: pd.DataFrame) -> pd.DataFrame:
 
 def headline(table: pd.DataFrame, records: pd.DataFrame) -> dict:
     """{scheme: `scheme_headline`} over the schemes of `records` (descriptive: every record, best sets)."""
-    return {str(s): scheme_headline(table[table["scheme"] == s] if len(table) else table, records[records["scheme"] == s])
-            for s in records["scheme"].unique()}
+    return {str(s): scheme_headline(table[table["scheme"] == s] if len(table) else table,
+                                    records[records["scheme"] == s]) for s in records["scheme"].unique()}
 
 
 def scheme_headline(table: pd.DataFrame, records: pd.DataFrame) -> dict:

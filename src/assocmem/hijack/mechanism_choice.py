@@ -88,7 +88,8 @@ def head_ranking(iv: pd.DataFrame, scheme: str, n: int, half: str | None = "choo
     return table.sort_values(["mean", "label"], ascending=[False, True], kind="stable", ignore_index=True)
 
 
-def found_heads(ranking: pd.DataFrame, max_heads: int, min_restoration: float = 0.0) -> tuple[list[tuple[int, int]], bool]:
+def found_heads(ranking: pd.DataFrame, max_heads: int,
+                min_restoration: float = 0.0) -> tuple[list[tuple[int, int]], bool]:
     """(heads, whether they passed): the heads of `head_ranking` that passed and restore at least
     `min_restoration` on average, best first, at most max_heads; when none does, the single best head (False)."""
     passed = ranking[ranking["passed"] & (ranking["mean"] >= min_restoration)]
