@@ -609,7 +609,9 @@ def restoration_table(interventions: pd.DataFrame) -> pd.DataFrame:
     if diff:
         table = table.merge(pd.DataFrame(diff), on=[*pair, "analysis"], how="left")
     order = [k for k in ("scheme", "n", "analysis", "variant", "set_kind", "layer_lo", "layer_hi", "head") if k in keys]
-    return table.sort_values(order, kind="stable", ignore_index=True)
+    seen = {s: i for i, s in enumerate(dict.fromkeys(interventions.get("scheme", pd.Series(dtype=str))))}
+    return table.sort_values(order, kind="stable", ignore_index=True,          # schemes in the run's order
+                             key=lambda c: c.map(seen) if c.name == "scheme" else c)
 
 
 def headline(table: pd.DataFrame, records: pd.DataFrame) -> dict:
