@@ -86,6 +86,8 @@ def test_choose_scale_takes_the_lowest_es_that_keeps_recall_and_else_no_defence(
     assert choose_scale(rows, 0.5)[0] == 0.0
     scale, why = choose_scale(rows, 1.01)
     assert scale == 1.0 and "no scale" in why
+    assert choose_scale(rows.assign(known=False), 0.5) == (1.0, "no known fact on the choosing half to choose a "
+                                                                "scale on")
     judged = rows.assign(half="judge", hijacked=True)   # the judging half never decides
     assert choose_scale(pd.concat([rows, judged]), 0.9)[0] == 0.75
 

@@ -89,6 +89,8 @@ def choose_scale(rows: pd.DataFrame, min_recall: float) -> tuple[float, str]:
     `min_recall` of the known facts known at n = 0, the one with the lowest known-fact ES (mean over the
     hijacked n's; ties: the larger scale, the smaller edit); none qualifies: 1.0 (no defence)."""
     part = rows[(rows["method"] == "heads") & (rows["half"] == "choose") & rows["known"]]
+    if not len(part):
+        return 1.0, "no known fact on the choosing half to choose a scale on"
     best = None
     for scale, g in part.groupby("scale"):
         at0 = g[g["n"] == 0]
