@@ -243,7 +243,9 @@ def same_heads_claim(iv: pd.DataFrame, scheme_a: str, scheme_b: str, n: int) -> 
     rank_b = int((b > b[top_a]).sum()) + 1
     ok = bool(rho > 0 and p < 0.05 and rank_b <= 3)
     return ClaimResult("hijack-same-heads", ok, criterion,
-                       f"Spearman ρ {fmt(float(rho))} (p {float(p):.2g}, {len(heads)} heads); {scheme_a}'s top head "
+                       f"Spearman ρ {fmt(float(rho))} (permutation p {float(p):.2g}, {len(heads)} heads; first written "
+                       "with scipy's t approximation, changed after the first quick run read p = 0 for a perfect ρ "
+                       f"over 4 heads); {scheme_a}'s top head "
                        f"{top_a} ({fmt(a[top_a])}) is #{rank_b} under {scheme_b} ({fmt(b[top_a])}; its top "
                        f"{b.idxmax()} {fmt(b.max())})")
 
