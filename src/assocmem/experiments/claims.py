@@ -72,6 +72,14 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("hijack-attention-carries", "At the answer position the false target is carried in by attention, not by "
           "the MLP: patching the attention output from the clean prompt restores more than patching the MLP output",
           "§5.5, Theorem 1 (attention + value matrix; tested causally on a real LLM: an extension)"),
+    Claim("hijack-heads", "A single attention head carries most of the hijack into the answer position: blocking "
+          "its attention to the distractors restores at least half of what blocking its whole block does",
+          "§5.5, Theorem 1 (per head, on a real LLM: an extension)"),
+    Claim("hijack-same-heads", "The same heads carry the hijack whether the false word is in the prompt (not-think) "
+          "or only a word associated with it (associated)",
+          "§5.5, Theorem 1 (the concept, not the token, is read out: an extension)"),
+    Claim("hijack-defence", "Scaling those heads down at test time lowers the efficacy score of facts the model knows, "
+          "at a small cost to clean recall", "§5.5 (a first defence: an extension)"),
 )
 
 CLAIMS_BY_ID: dict[str, Claim] = {c.id: c for c in CLAIMS}

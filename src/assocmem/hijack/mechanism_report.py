@@ -1,12 +1,25 @@
-"""`assocmem hijack mechanism`: the causal tests of hijack.mechanism as a pipeline, and its figures.
+"""`assocmem hijack mechanism` / `hijack defend`: the causal tests and the defence as one pipeline.
 
     assocmem hijack mechanism --model gemma3-270m --records 200 --n 1 3 \\
         --counterfact ../shared/data/counterfact_reconstructed.json --out runs/mechanism
+    assocmem hijack defend --model smollm2-135m --records 200 --out runs/defend
 
-`run_mechanism` writes, under its out folder: records.parquet (margins per record × n),
-interventions.parquet (margin and restoration per record × n × intervention), restoration.{parquet,csv}
-(means over the used records with SE and 95% CI, ratio of means, knockout minus control),
-knockout.png, patching.png, summary.json and config.json.
+Per scheme (each on its own sample of the records it can build, split into a choosing and a judging
+half, `hijack.mechanism_choice`):
+
+1. block level (`hijack.mechanism`): read-position and every-prompt-token knockout with controls,
+   patching of the residual stream / attention / MLP output at the read;
+2. heads: the carrying blocks (the `head_blocks` single blocks whose read knockout restores most on the
+   choosing half; their union over the schemes) get per-head knockout, control and patching;
+3. defence (`hijack.defence`): the heads found on the choosing half, one scale chosen there, judged on
+   the judging half beside doing nothing and beside removing the heads' whole blocks.
+
+`run_mechanism` writes, under its out folder: records.parquet (margins per scheme × record × n, with
+its half), interventions.parquet (margin and restoration per record × n × intervention),
+restoration.{parquet,csv} (means over the used records with SE and 95% CI, ratio of means, knockout
+minus control; heads included, `head` ≥ 0), heads.csv (the head rows), defence_records.parquet and
+defence.{parquet,csv} (per method × scale × half × n), knockout.png, patching.png, heads.png,
+defence.png, summary.json and config.json.
 """
 
 from __future__ import annotations
@@ -19,45 +32,153 @@ import numpy as np
 import pandas as pd
 
 from assocmem.config import save_config
-from assocmem.io import write_csv, write_parquet
 from assocmem.errors import ConfigError
 from assocmem.hijack import mechanism as M
-from assocmem.plotting import new_figure, save_figure
+from assocmem.hijack import mechanism_choice as C
+from assocmem.io import write_csv, write_parquet
 
 
 def run_mechanism(config: M.MechanismConfig, out_dir: str | Path, lm=None, progress=None) -> dict:
-    """Knockout and patching on a stratified CounterFact sample (hijack.mechanism); writes tables,
-    PNGs, summary.json and config.json under `out_dir` and returns the summary. `lm` may be passed
-    (a LoadedLM) to skip loading `config.lm`; `progress(fraction, text)` is told per batch."""
+    """The three stages above on `config`; writes tables, PNGs, summary.json and config.json under
+    `out_dir` and returns the summary. `lm` may be passed (a LoadedLM) to skip loading `config.lm`;
+    `progress(fraction, text)` is told per batch."""
+    from assocmem.hijack.defence import defend
+    from assocmem.hijack.mechanism_plots import plot_defence, plot_heads, plot_knockout, plot_patching
     from assocmem.io import write_json
+    from assocmem.models.heads import head_layout
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    _, records = config.selection.load()
     lm = lm or config.lm.load()
     n_layers = len(M.find_parts(lm.model).blocks)
+    n_heads = head_layout(lm.model).n_heads if config.heads or config.defend else None
+    if config.defend and config.defence.scale_heads:
+        _check_heads(config.defence.given_heads(), n_layers, n_heads)
     t_load = time.perf_counter()
-    data = M.build_items(lm.tokenizer, records, config.scheme, config.ns, config.template, config.selection.skip_bad)
-    if not data.items:
-        raise ConfigError("mechanism: no usable records left (all skipped)")
-    result = M.analyse(lm, data, config, progress=progress)
-    table = M.restoration_table(result.interventions)
-    for name, frame in (("records", result.records), ("interventions", result.interventions),
-                        ("restoration", table)):
+    n_choose = min(config.ns)
+    tell = progress or (lambda fraction, text: None)
+    data, halves, info, records, ivs, stats = {}, {}, {}, [], [], []
+    chosen_records = {}
+    for s, scheme in enumerate(config.schemes):          # 1. block level
+        recs, unbuildable = M.scheme_records(config.selection, scheme, config.template)
+        chosen_records[scheme] = recs
+        data[scheme] = M.build_items(lm.tokenizer, recs, scheme, config.ns, config.template, config.selection.skip_bad)
+        if not data[scheme].items:
+            raise ConfigError(f"mechanism: no usable records left for scheme {scheme} (all skipped)")
+        halves[scheme] = C.split_halves({it.case_id for it in data[scheme].items}, config.seed)
+        result = M.analyse(lm, data[scheme], config, progress=lambda f, text, s=s: tell(
+            (s + f) / len(config.schemes) / 3, f"{scheme}, blocks: {text}"))
+        records.append(_label(result.records, scheme, halves[scheme]))
+        ivs.append(_label(result.interventions, scheme, halves[scheme]))
+        stats.append({"scheme": scheme, "stage": "blocks", **result.stats})
+        info[scheme] = {"records": len({it.case_id for it in data[scheme].items}), "skipped": len(data[scheme].skipped),
+                        "skipped_examples": data[scheme].skipped[:20], "not_buildable_in_file": unbuildable}
+    records, iv = pd.concat(records, ignore_index=True), _concat(ivs)
+    for scheme in config.schemes:
+        info[scheme]["layer_set"] = C.chosen_layer_set(iv, scheme, n_choose) if len(iv) else None
+        info[scheme]["carrying_blocks"] = C.carrying_blocks(iv, scheme, n_choose, config.head_blocks) if len(iv) else []
+    head_blocks = sorted({b for s in config.schemes for b in info[s]["carrying_blocks"]})
+    sets = {label: (kind, layers) for label, kind, layers in M.layer_sets(n_layers, M.LAYER_SETS, config.window,
+                                                                        config.stride)}
+    matched = {s: info[s]["layer_set"] for s in config.schemes if config.control and info[s]["layer_set"]}
+    if (config.searches_heads and head_blocks) or matched:  # 2. heads, and the chosen set's size-matched knockout
+        for s, scheme in enumerate(config.schemes):
+            def planner(items, which, L, scheme=scheme):
+                out = M.plan_head_interventions(items, which, head_blocks, n_heads, config.seed, config.control) \
+                    if config.searches_heads else []
+                if scheme in matched:
+                    out += M.plan_matched(items, which, matched[scheme], *sets[matched[scheme]], config.seed)
+                return out
+            result = M.analyse(lm, data[scheme], config, planner=planner, progress=lambda f, text, s=s: tell(
+                (len(config.schemes) + s + f) / len(config.schemes) / 3, f"{scheme}, heads: {text}"))
+            ivs.append(_label(result.interventions, scheme, halves[scheme]))
+            stats.append({"scheme": scheme, "stage": "heads" if config.searches_heads else "matched", **result.stats})
+        iv = _concat(ivs)
+    defence_rows, defence_table = [], []
+    if config.defend:                                       # 3. defence
+        for s, scheme in enumerate(config.schemes):
+            tell((2 * len(config.schemes) + s) / len(config.schemes) / 3, f"{scheme}, defence")
+            if config.defence.scale_heads:
+                heads, passed = list(config.defence.given_heads()), None
+            else:
+                ranking = C.head_ranking(iv, scheme, n_choose)
+                heads, passed = C.found_heads(ranking, config.defence.max_heads, config.defence.min_head_restoration)
+                info[scheme]["head_ranking"] = ranking.head(10).to_dict("records")
+            if not heads:
+                continue
+            t = time.perf_counter()
+            items, split = _defence_sample(config, lm, scheme, chosen_records[scheme], halves[scheme])
+            info[scheme]["defence_records"] = len(split)
+            d = defend(lm, items, split, heads, config.defence, config.batching)
+            judged = d.table[(d.table["half"] == "judge") & d.table["method"].isin(["none", "defence", "block"])]
+            info[scheme]["defence"] = {**d.chosen, "heads_passed": passed, "seconds": time.perf_counter() - t,
+                                       "judged": judged.drop(columns="half").to_dict("records")}
+            defence_rows.append(d.records.assign(scheme=scheme))
+            defence_table.append(d.table.assign(scheme=scheme))
+    table = M.restoration_table(iv) if len(iv) else pd.DataFrame()
+    files = {"records": records, "interventions": iv, "restoration": table}
+    if defence_rows:
+        files |= {"defence_records": pd.concat(defence_rows, ignore_index=True),
+                  "defence": pd.concat(defence_table, ignore_index=True)}
+    for name, frame in files.items():
         write_parquet(out_dir / f"{name}.parquet", frame)
     write_csv(out_dir / "restoration.csv", table.round(5))
-    figures = [plot_knockout(table, out_dir / "knockout.png", lm.name, n_layers),
-               plot_patching(table, out_dir / "patching.png", lm.name, n_layers)]
-    summary = {"model": lm.name, "layers": n_layers, "scheme": config.scheme,
-               "records": len({it.case_id for it in data.items}), "skipped": len(data.skipped),
-               "skipped_examples": data.skipped[:20], "headline": M.headline(table, result.records),
-               "stats": result.stats, "figures": [f.name for f in figures],
-               "seconds": {"load": t_load - t0, "analysis": result.stats["seconds"],
+    if len(table) and "head" in table and (table["head"] >= 0).any():
+        write_csv(out_dir / "heads.csv", table[table["head"] >= 0].round(5))
+    if "defence" in files:
+        write_csv(out_dir / "defence.csv", files["defence"].round(5))
+    figures = []
+    blocks = table[table["head"] < 0] if len(table) else table
+    if len(blocks) and blocks["analysis"].isin(["knockout", "control"]).any():
+        figures.append(plot_knockout(table, out_dir / "knockout.png", lm.name, n_layers))
+    if len(blocks) and (blocks["analysis"] == "patch").any():
+        figures.append(plot_patching(table, out_dir / "patching.png", lm.name, n_layers))
+    if len(table) and (table["head"] >= 0).any():
+        figures.append(plot_heads(table, out_dir / "heads.png", lm.name, n_heads))
+    if "defence" in files:
+        figures.append(plot_defence(files["defence"], out_dir / "defence.png", lm.name))
+    summary = {"model": lm.name, "layers": n_layers, "heads_per_block": n_heads, "schemes": list(config.schemes),
+               "choice_n": n_choose, "records": {s: info[s]["records"] for s in config.schemes},
+               "skipped": {s: info[s]["skipped"] for s in config.schemes}, "per_scheme": info,
+               "head_blocks": head_blocks, "headline": M.headline(table, records) if len(table) else {},
+               "stats": stats, "interventions": int(sum(x["interventions"] for x in stats)),
+               "figures": [f.name for f in figures],
+               "seconds": {"load": t_load - t0, "analysis": float(sum(x["seconds"] for x in stats)),
                            "total": time.perf_counter() - t0}}
     save_config(config, out_dir / "config.json")
     write_json(out_dir / "summary.json", _plain(summary))
     return summary
+
+
+def _defence_sample(config: M.MechanismConfig, lm, scheme: str, records: list, halves: dict[int, str]):
+    """(items, halves) the defence is chosen and judged on: the mechanism's records with their halves, and
+    `extra_records` more the scheme can build (none of the mechanism's), split into halves the same way."""
+    extra, _ = M.scheme_records(config.selection, scheme, config.template, exclude={r.case_id for r in records},
+                                records=config.defence.extra_records) if config.defence.extra_records else ([], 0)
+    items = M.build_items(lm.tokenizer, list(records) + list(extra), scheme, config.ns, config.template,
+                          config.selection.skip_bad)
+    new = {it.case_id for it in items.items} - set(halves)
+    return items, {**halves, **C.split_halves(new, config.seed)}
+
+
+def _label(frame: pd.DataFrame, scheme: str, halves: dict[int, str]) -> pd.DataFrame:
+    """The frame with its scheme and each record's half as columns."""
+    if not len(frame):
+        return frame
+    return frame.assign(scheme=scheme, half=frame["case_id"].map(halves))
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _check_heads(heads, n_layers: int, n_heads: int) -> None:
+    for b, h in heads:
+        if not (0 <= b < n_layers and 0 <= h < n_heads):
+            raise ConfigError(f"--scale-heads={b}.{h} is invalid: allowed blocks 0..{n_layers - 1} and heads "
+                              f"0..{n_heads - 1} for this model")
 
 
 def _plain(obj):
@@ -68,85 +189,8 @@ def _plain(obj):
         return [_plain(v) for v in obj]
     if isinstance(obj, (np.integer,)):
         return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
     if isinstance(obj, (float, np.floating)):
         return None if math.isnan(obj) else float(obj)
     return obj
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-
-_COLOURS = {"knockout": "tab:blue", "control": "tab:gray", "resid": "tab:green", "attn": "tab:blue", "mlp": "tab:red"}
-_NAMES = {"read": "from the read position", "prompt": "from every prompt token",
-          "resid": "residual stream", "attn": "attention output", "mlp": "MLP output"}
-
-
-def _band(ax, part: pd.DataFrame, colour, label, x="layer_lo", **kw):
-    part = part.sort_values(x)
-    ax.plot(part[x], part["mean"], color=colour, marker="o", ms=3, label=label, **kw)
-    ax.fill_between(part[x], part["ci_lo"], part["ci_hi"], color=colour, alpha=0.15, lw=0)
-
-
-def _frame(ax, n_layers: int, title: str):
-    ax.axhline(0, color="black", lw=0.8)
-    ax.axhline(1, color="black", lw=0.8, ls=":")
-    ax.set_xlim(-0.5, n_layers - 0.5)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("block (0-based)")
-    ax.set_ylabel("restoration (1 = clean margin)")
-    ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=6)
-
-
-def plot_knockout(table: pd.DataFrame, path: str | Path, model: str, n_layers: int) -> Path:
-    """Restoration vs block: rows n, columns variant. Lines: one block knocked out (knockout blue,
-    random-token control grey), with 95% CI bands; squares with horizontal bars: windows of blocks;
-    dashed lines: every block."""
-    ko = table[table["analysis"].isin(["knockout", "control"])] if len(table) else table
-    ns = sorted(ko["n"].unique()) if len(ko) else [0]
-    variants = [v for v in M.VARIANTS if len(ko) and (ko["variant"] == v).any()] or ["read"]
-    fig, axes = new_figure(4.6, 3.3, ncols=len(variants), nrows=len(ns))
-    for r, n in enumerate(ns):
-        for c, variant in enumerate(variants):
-            ax = axes[r][c]
-            part = ko[(ko["n"] == n) & (ko["variant"] == variant)] if len(ko) else ko
-            for analysis in ("knockout", "control"):
-                colour = _COLOURS[analysis]
-                sub = part[part["analysis"] == analysis]
-                single = sub[sub["set_kind"] == "single"]
-                if len(single):
-                    _band(ax, single, colour, f"{analysis}, one block")
-                win = sub[sub["set_kind"] == "window"]
-                if len(win):
-                    mid = (win["layer_lo"] + win["layer_hi"]) / 2
-                    ax.errorbar(mid, win["mean"], xerr=(win["layer_hi"] - win["layer_lo"]) / 2,
-                                yerr=[win["mean"] - win["ci_lo"], win["ci_hi"] - win["mean"]], fmt="s", ms=3,
-                                color=colour, alpha=0.7, capsize=0, lw=0.8, label=f"{analysis}, window")
-                every = sub[sub["set_kind"] == "all"]
-                if len(every):
-                    ax.axhline(float(every["mean"].iloc[0]), color=colour, ls="--", lw=1,
-                               label=f"{analysis}, all blocks ({every['mean'].iloc[0]:.2f})")
-            used = int(part["records"].max()) if len(part) else 0
-            _frame(ax, n_layers, f"{model}, n={n} ({used} records):\nknockout {_NAMES[variant]} to the distractors")
-    return save_figure(fig, path)
-
-
-def plot_patching(table: pd.DataFrame, path: str | Path, model: str, n_layers: int) -> Path:
-    """Restoration vs block when one component's output at the read position is the clean prompt's;
-    one panel per n, one line per component, 95% CI bands."""
-    pt = table[table["analysis"] == "patch"] if len(table) else table
-    ns = sorted(pt["n"].unique()) if len(pt) else [0]
-    fig, axes = new_figure(4.6, 3.3, ncols=len(ns))
-    for ax, n in zip(axes[0], ns):
-        part = pt[pt["n"] == n] if len(pt) else pt
-        for component in M.COMPONENTS:
-            sub = part[part["variant"] == component]
-            if len(sub):
-                _band(ax, sub, _COLOURS[component], _NAMES[component])
-        used = int(part["records"].max()) if len(part) else 0
-        _frame(ax, n_layers, f"{model}, n={n} ({used} records):\npatch at the read position from the n=0 prompt")
-    return save_figure(fig, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI

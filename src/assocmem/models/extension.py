@@ -25,7 +25,8 @@ intervention needs: the mask one block sees, and a module's output at given new 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,26 +175,50 @@ def forward_extension(lm, rows: Rows, cache, ext: ExtensionRows, *,
     saved = [(layer.keys, layer.values) for layer in cache.layers]
     handles = _mask_edit_hooks(parts.blocks, attention_edit) if attention_edit is not None else []
     handles += [module.register_forward_hook(_replacer(r, c, v)) for module, r, c, v in replace]
-    if start:
-        if entering is None or entering.shape[:2] != ext.input_ids.shape:
-            raise ValueError(f"start={start} needs `entering` of shape {ext.input_ids.shape} + (d_model,)")
-        passed = entering.to(device, dtype)
-        for block in parts.blocks[:start]:
-            block.forward = lambda *args, **kwargs: passed       # an instance attribute, removed below
+    if start and (entering is None or entering.shape[:2] != ext.input_ids.shape):
+        raise ValueError(f"start={start} needs `entering` of shape {ext.input_ids.shape} + (d_model,)")
     try:
-        with attention_implementation(model, backend):
+        with attention_implementation(model, backend), handed_on(parts.blocks, start, entering):
             mask = extension_mask(model, past, new, backend, dtype)
             out = model.base_model(input_ids=new["input_ids"], attention_mask=mask, position_ids=new["position_ids"],
                                    use_cache=True, **{cache_argument(model): cache})
     finally:
         for h in handles:
             h.remove()
-        for block in parts.blocks[:start]:
-            del block.forward
         for layer, (k, v) in zip(cache.layers, saved):   # the update appended the new tokens: undo it
             layer.keys, layer.values = k, v
     rr, rc = (torch.from_numpy(a).to(out[0].device) for a in ext.read())
     return out[0][rr, rc]
+
+
+@contextlib.contextmanager
+def handed_on(blocks: nn.ModuleList, start: int, entering: torch.Tensor | None) -> Iterator[None]:
+    """Inside the block, blocks 0..start-1 are not run: each hands on `entering` (B, T, d_model), the
+    residual stream entering block `start` of a forward over the same tokens whose blocks below
+    `start` were the same (their keys and values are then never read). start = 0: nothing changes."""
+    if start:
+        first = next(blocks[0].parameters())
+        passed = entering.to(first.device, first.dtype)
+        for block in blocks[:start]:
+            block.forward = lambda *args, **kwargs: passed       # an instance attribute, removed below
+    try:
+        yield
+    finally:
+        for block in blocks[:start]:
+            del block.forward
+
+
+@contextlib.contextmanager
+def captured_entering(blocks: nn.ModuleList, layer: int, into: dict) -> Iterator[None]:
+    """Inside the block, a forward stores into["entering"] = (B, T, d_model), the residual stream entering
+    block `layer` at every position (what `handed_on` hands on)."""
+    def keep(module, args, kwargs):
+        into["entering"] = args[0] if args else kwargs["hidden_states"]
+    handle = blocks[layer].register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _replacer(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor):
