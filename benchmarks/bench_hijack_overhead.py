@@ -65,7 +65,8 @@ def worker(args) -> dict:
     import assocmem.hijack.run as run_mod
 
     if hasattr(run_mod, "_plan_in_background"):   # plan ahead as on a GPU (a CPU run plans inline)
-        run_mod._plan_in_background = lambda lm: True
+        workers = args.planners if args.planners is not None else max(1, min(8, (os.cpu_count() or 2) - 2))
+        run_mod._plan_in_background = lambda lm: workers   # an older checkout reads it as a bool
     config = HijackConfig(lm=ModelSpec(model=args.model, device="cpu"),
                           data=CounterFactSelection(counterfact=args.counterfact, per_relation=args.per_relation, skip_bad=True),
                           scoring=ScoringConfig(extra_modes=("mean-target",)), schemes=SCHEMES, max_n=args.max_n,
@@ -99,6 +100,8 @@ def main() -> None:
     ap.add_argument("--gpu-us-per-token", type=float, default=0.0)
     ap.add_argument("--baseline-ref", default="ef3f849", help="git ref of the old code")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--planners", type=int, default=None,
+                    help="planning processes of the new code (default: as on a GPU host with this machine's cores)")
     ap.add_argument("--record", action="store_true", help="append rows to benchmarks/RESULTS.md")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()

@@ -165,14 +165,14 @@ def test_rows_carry_the_exact_prompt_and_extra_modes_from_one_forward(tmp_path):
         _config(extra_modes=("first-token",))
 
 
-def test_planning_ahead_in_a_thread_gives_the_same_rows(tmp_path, tiny_lms, monkeypatch):
-    """A GPU run plans the next chunk in a worker thread; on the CPU it plans inline. Same rows either way."""
+def test_planning_ahead_in_worker_processes_gives_the_same_rows(tmp_path, tiny_lms, monkeypatch):
+    """A GPU run plans the next chunks in worker processes; on the CPU it plans inline. Same rows either way."""
     run_hijack(_config(), tmp_path / "inline", progress=False, plot=False)
     seen = []
 
     def always_ahead(lm):
         seen.append(1)
-        return True
+        return 2
 
     monkeypatch.setattr(run_mod, "_plan_in_background", always_ahead)
     run_hijack(_config(), tmp_path / "ahead", progress=False, plot=False)
