@@ -22,11 +22,9 @@ import functools
 import hashlib
 import importlib.util
 import inspect
-import io
 import json
 import os
 import sys
-import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,34 +266,50 @@ class _CodeWalk:
 
 @dataclass
 class _Parsed:
-    """One module's source: its syntax tree, its top-level definitions and imports, its tokens."""
+    """One module's source: its syntax tree, its top-level definitions and imports."""
 
     tree: ast.Module
     top: dict[str, ast.stmt]                       # name -> the statement defining it
     imported: dict[str, tuple[str, str | None]]    # local name -> (module, name or None for a module)
-    tokens: list[tokenize.TokenInfo]
-    docstrings: set[tuple[int, int]]               # start of every docstring
     package: str                                   # what its relative imports are relative to
     _whole: str | None = None
 
     def text(self, node: ast.AST | None = None) -> str:
-        """The code of `node` (the whole module if None) as tokens: no comments, docstrings or layout."""
+        """The code of `node` (the whole module if None) in a canonical form of its syntax tree: no comments,
+        docstrings or layout, and the same text under every Python version (3.12 tokenises f-strings
+        differently, so a token stream did not: the GPU's Python 3.12 and this CPU's 3.11 disagreed)."""
         if node is None:
             if self._whole is None:
-                self._whole = self._text(0, float("inf"))
+                self._whole = _canonical(self.tree)
             return self._whole
-        lo = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        return self._text(lo, node.end_lineno)
+        return _canonical(node)
 
-    def _text(self, lo: float, hi: float) -> str:
-        skip = (tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER)
-        out = []
-        for tok in self.tokens:
-            if lo <= tok.start[0] <= hi and tok.type not in skip and not (
-                    tok.type == tokenize.STRING and tok.start in self.docstrings):
-                out.append(tok.string if tok.type not in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
-                           else tokenize.tok_name[tok.type])
-        return " ".join(out)
+
+_DOCUMENTED = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+# Fields that carry no computation: load/store contexts (implied by the position), type comments, the
+# u-prefix of a string; position attributes are not fields.
+_IGNORED_FIELDS = frozenset({"ctx", "type_comment", "kind"})
+
+
+def _canonical(node: Any) -> str:
+    """A node as `Class(field=..., ...)`, recursively: empty and None fields left out (so a field a newer
+    Python adds, e.g. 3.12's `type_params`, counts only when used), a leading docstring left out."""
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(v) for v in node) + "]"
+    if not isinstance(node, ast.AST):
+        return repr(node)
+    parts = []
+    for name, value in ast.iter_fields(node):
+        if name in _IGNORED_FIELDS or value is None or value == []:
+            continue
+        if name == "body" and isinstance(node, _DOCUMENTED) and _is_docstring(value[0]):
+            value = value[1:]
+        parts.append(f"{name}={_canonical(value)}")
+    return f"{type(node).__name__}({','.join(parts)})"
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
 
 
 _PARSED: dict[str, tuple[tuple, _Parsed]] = {}
@@ -306,7 +320,7 @@ def _parse(module: str) -> _Parsed | None:
     """The parsed source of `module` (None if it has no Python source), re-read when its file changes."""
     if module in _NO_SOURCE:
         return None
-    path = getattr(sys.modules.get(module), "__file__", None)
+    path = _package_file(module) or getattr(sys.modules.get(module), "__file__", None)
     if path is None:
         try:
             spec = importlib.util.find_spec(module)
@@ -335,14 +349,21 @@ def _parse(module: str) -> _Parsed | None:
             imported.update({a.asname or a.name.split(".")[0]: (a.name, None) for a in stmt.names})
         elif isinstance(stmt, ast.ImportFrom):
             imported.update({a.asname or a.name: (_absolute(stmt, package), a.name) for a in stmt.names})
-    docstrings = {(n.body[0].value.lineno, n.body[0].value.col_offset) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
-                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)
-                  and isinstance(n.body[0].value.value, str)}
-    tokens = list(tokenize.tokenize(io.BytesIO(source.encode("utf-8")).readline))
-    parsed = _Parsed(tree, top, imported, tokens, docstrings, package)
+    parsed = _Parsed(tree, top, imported, package)
     _PARSED[module] = (key, parsed)
     return parsed
+
+
+def _package_file(module: str) -> str | None:
+    """The source file of a module of this package, found on disk without importing anything (a module
+    whose imports fail in this environment is still counted)."""
+    if module != PACKAGE and not module.startswith(PACKAGE + "."):
+        return None
+    base = Path(__file__).resolve().parent.parent.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return str(path)
+    return None
 
 
 def _absolute(stmt: ast.ImportFrom, package: str) -> str:
