@@ -82,3 +82,19 @@ def test_common_prefix_length():
     assert common_prefix_length([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix_length([1, 2], [1, 2, 4]) == 2
     assert common_prefix_length([], [1]) == 0
+
+
+def test_rank_shares_cover_every_segment_once_and_balance_tokens():
+    """The ranks' shares partition the segments, and their token counts differ by at most the longest segment."""
+    import random
+
+    from assocmem.models.packing import Segment, rank_share
+
+    rng = random.Random(3)
+    segments = sorted((Segment(trunk=i, length=rng.randint(1, 300), branches=()) for i in range(200)),
+                      key=lambda s: (-s.length, s.trunk))
+    for world in (1, 2, 3, 8):
+        shares = [rank_share(segments, r, world) for r in range(world)]
+        assert sorted(s.trunk for share in shares for s in share) == list(range(200))
+        tokens = [sum(s.length for s in share) for share in shares]
+        assert max(tokens) - min(tokens) <= max(s.length for s in segments)

@@ -1,6 +1,7 @@
-"""Scale-out under `torchrun --nproc-per-node K` (or `accelerate launch`): every process scores a
-strided share of each chunk's forwards; rank 0 gathers them and writes the files, so the output is
-the one a single process writes (same decisions; log-probs equal up to batch-composition rounding).
+"""Scale-out under `torchrun --nproc-per-node K` (or `accelerate launch`): every process scores a share of
+each chunk's packed segments, balanced by tokens (`models.packing.rank_share`); rank 0 gathers them and
+writes the files, so the output is the one a single process writes (same decisions; log-probs equal up to
+batch-composition rounding).
 
 Initialised from the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT):
 nccl when the processes use CUDA devices, gloo otherwise. Without those variables everything here is

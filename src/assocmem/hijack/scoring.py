@@ -219,7 +219,7 @@ def resolve_batch_tokens(batch_tokens: int | None, device) -> int:
 def score_plan(lm, plan: ScoringPlan, batch_tokens: int | None = None, row_tokens: int = DEFAULT_ROW_TOKENS,
                progress: bool = False, shard: tuple[int, int] = (0, 1), bar=None,
                stats: PackingStats | None = None) -> dict[int, list[tuple[float, float, int]]]:
-    """Run the forwards of `plan` (this rank's share: every world-th segment, longest first).
+    """Run the forwards of `plan` (this rank's share of the segments, balanced by tokens: `packing.rank_share`).
 
     Returns {request index: [(summed log-prob, first token's log-prob, first token's rank) per gather]}
     (rank 1 = the model's top-1 next token at the read position). The batches' results stay on the

@@ -243,12 +243,30 @@ class BatchPlan:
                 for r in (self.segments[s].trunk, *(b for b, _ in self.segments[s].branches))]
 
 
+def rank_share(segments: Sequence[Segment], rank: int, world: int) -> list[Segment]:
+    """Rank `rank`'s share of `segments` (given longest first) under `world` processes: each segment goes to
+    the rank with the fewest tokens so far (ties: the lowest rank), so the ranks' token counts differ by at
+    most one segment's length; every rank computes the same assignment, with no communication."""
+    import heapq
+
+    if world == 1:
+        return list(segments)
+    load = [(0, r) for r in range(world)]
+    mine = []
+    for seg in segments:
+        tokens, r = heapq.heappop(load)
+        if r == rank:
+            mine.append(seg)
+        heapq.heappush(load, (tokens + seg.length, r))
+    return mine
+
+
 def plan_batches(sequences: Sequence[Sequence[int]], groups: Sequence[Hashable] | None, expected: Sequence[int] | None,
                  batch_tokens: int, row_tokens: int, shard: tuple[int, int] = (0, 1)) -> BatchPlan:
-    """Share prefixes, then this rank's segments (every world-th, longest first) into rows and batches."""
+    """Share prefixes, then this rank's segments (see `rank_share`) into rows and batches."""
     rank, world = shard
     segments, fallback = share_prefixes(sequences, groups, expected)
-    segments = sorted(segments, key=lambda s: (-s.length, s.trunk))[rank::world]
+    segments = rank_share(sorted(segments, key=lambda s: (-s.length, s.trunk)), rank, world)
     rows = pack_rows([s.length for s in segments], row_tokens)
     row_len = [sum(segments[i].length for i in row) for row in rows]
     batches = batch_rows(row_len, batch_tokens)
