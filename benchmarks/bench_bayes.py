@@ -1,4 +1,4 @@
-"""Benchmark: the Bayes-optimal ceiling (issue 8) on 20,000 contexts at m = 8, L = 128 on this CPU.
+"""Benchmark: the Bayes-optimal ceiling on 20,000 contexts at m = 8, L = 128 on this CPU.
 
 Times the ceiling (`bayes.expected_accuracy_on`: count matrix x log table + tie-aware argmax) apart
 from sampling, cold (first call: builds and caches the (V, V) log tables) and warm (median of

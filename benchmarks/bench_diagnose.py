@@ -1,6 +1,6 @@
 """Benchmark: `assocmem hijack diagnose` on the bundled Gemma 3 270M, 200 records, n ∈ {0, 1, 3}, on this CPU.
 
-Target (issue 7): the whole command — model load (from the de-quantised cache), prompts and masks,
+Target: the whole command — model load (from the de-quantised cache), prompts and masks,
 one traced forward per prompt, logit lens at every layer over the 262k vocabulary, embedding spectrum,
 tables and figures — in ≤ 5 minutes on 2 CPU cores. Baseline in the same run: the same trace one
 prompt at a time on the first `--baseline-prompts` prompts, against the batched trace on the same

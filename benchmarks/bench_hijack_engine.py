@@ -160,7 +160,7 @@ def main() -> None:
         cells += [f"{res[k]:.2f}×" if k in res else "—" for k in ("new_over_old", "new_over_plain")]
         cells += [f"{res['full_study_projected_s']:.0f} s" if "full_study_projected_s" in res else "—",
                   "; ".join(f"{k.removeprefix('same_decisions_')}: {v}" for k, v in res.items() if k.startswith("same_"))]
-        append_row("## Hijacking: shared-prefix packed engine (issue 13)",
+        append_row("## Hijacking: shared-prefix packed engine",
                    "`benchmarks/bench_hijack_engine.py` (command in each row's JSON); prompts/s = (record, scheme, n) "
                    "items per second, best of the interleaved repeats; token saving = prompt tokens fed one by one / "
                    "tokens the packed engine feeds; projection = 482,218 prompts (21,919 records × 2 schemes × "

@@ -1,4 +1,4 @@
-"""Hijacking throughput on 1 vs K GPUs (issue 5): the same `run_hijack` call, one process per GPU.
+"""Hijacking throughput on 1 vs K GPUs: the same `run_hijack` call, one process per GPU.
 
     torchrun --nproc-per-node 1 benchmarks/bench_hijack_multigpu.py --tokenizer DIR --counterfact F --out one.json
     torchrun --nproc-per-node 2 benchmarks/bench_hijack_multigpu.py --tokenizer DIR --counterfact F --out two.json
@@ -96,7 +96,7 @@ def record(one_path: str, many_path: str) -> None:
     k = many["processes"]
     speedup = many["prompts_per_s"] / one["prompts_per_s"]
     append_row(
-        "## Hijacking: 1 vs K GPUs (issue 5)",
+        "## Hijacking: 1 vs K GPUs",
         "`benchmarks/bench_hijack_multigpu.py` under `torchrun --nproc-per-node K`: one process per GPU, each scores "
         "a strided share of every chunk, rank 0 merges and writes. Randomly initialised model (Gemma 3 text "
         "architecture, ~2.6B parameters, bf16); timing after a warm-up, until rank 0 has written every row.",

@@ -5,7 +5,7 @@ float32 on one H200, RESULTS.md) while the full profile's `hijack-sample` ran at
 the run waited on the CPU. This benchmark runs `run_hijack` end to end on the real tokenizer and the
 real CounterFact records with the model's forward replaced by a stub, so it measures exactly the
 part that is not the model, for the code of this checkout ("new") and of `--baseline-ref` ("old", a
-git ref checked out into a temporary worktree and run in a subprocess in the same session).
+git ref checked out into a temporary worktree and run in a subprocess in the same invocation).
 
 --gpu-us-per-token emulates the GPU: the stub sleeps that long per fed token (sleeping releases the
 GIL, as waiting on CUDA does), so the wall time shows whether planning overlaps the forwards. 9.4 µs

@@ -1,4 +1,4 @@
-"""Training E models at once vs a Python loop over the same E models one at a time (issue 2).
+"""Training E models at once vs a Python loop over the same E models one at a time.
 
 Both arms call `assocmem.lca.train.train_models` with the same seeds, steps and sizes in this one
 process; the loop arm passes one seed per call. Only the final evaluation runs (eval_every = steps,

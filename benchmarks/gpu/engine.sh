@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's GPU bars, on random-init Gemma 3 text models (no weights needed, the Gemma tokenizer):
+# The engine's GPU bars, on random-init Gemma 3 text models (no weights needed, the Gemma tokenizer):
 # new engine vs plain right-padded HF forward vs the old engine, bf16 at ~2.6B parameters; the
 # packed engine's batch size; FlexAttention vs SDPA + dense mask.
 source "$(dirname "$0")/env.sh"

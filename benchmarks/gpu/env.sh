@@ -1,5 +1,5 @@
 # Sourced by the other scripts: where things live on the lent GPU machine (see README.md here).
-W=/root/work                       # everything this session writes (outside the copied repo)
+W=/root/work                       # everything the GPU runs write (outside the copied repo)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PYTHONPATH=/tmp/site:$REPO/src PYTHONUNBUFFERED=1
 export ASSOCMEM_CACHE_DIR=$W/cache MPLBACKEND=Agg HOME=/root

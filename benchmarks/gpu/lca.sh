@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The synthetic (LCA) experiments of the full profile, theory rows included; its wall time is the
-# issue-17 bar (<= 15 min on one GPU). Run beside llm.sh on the same GPU when time is short (say so).
+# bar (<= 15 min on one GPU). Run beside llm.sh on the same GPU when time is short (say so).
 source "$(dirname "$0")/env.sh"
 cd $REPO
 IDS=$(python3 -c "from assocmem.experiments.registry import default_registry as r; print(','.join(e.id for e in r() if not e.uses_llm))")

@@ -1,4 +1,4 @@
-"""Bayes-optimal ceiling (issue 8): exact against brute-force enumeration, and above every predictor."""
+"""Bayes-optimal ceiling: exact against brute-force enumeration, and above every predictor."""
 
 from __future__ import annotations
 
