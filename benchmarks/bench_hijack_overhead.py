@@ -84,7 +84,7 @@ def worker(args) -> dict:
 
 
 def run_tree(src: Path, args, passthrough: list[str]) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, __file__, "--worker", *passthrough], env=env, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
