@@ -16,6 +16,7 @@ from assocmem.experiments.registry import LLM_DTYPE, Context
 from assocmem.hijack.counterfact import CounterFactSelection
 from assocmem.hijack.scoring import ScoringConfig
 from assocmem.models.spec import ModelSpec
+from assocmem.models.llm import LoadedLM
 
 # Keep loaded models while their parameters add up to at most this many (both bundled models fit);
 # a larger model evicts the others, so a list of 7B models never holds two at once.
@@ -53,7 +54,7 @@ def load_lm(ctx: Context, spec: str):
     return cache[spec]
 
 
-def parameters(lm) -> int:
+def parameters(lm: LoadedLM) -> int:
     return sum(p.numel() for p in lm.model.parameters())
 
 

@@ -27,6 +27,7 @@ from assocmem.hijack.counterfact import CounterFactSelection
 from assocmem.hijack.mechanism_choice import (best_label, chosen_layer_set, head_ranking, mean_se, per_record)
 from assocmem.hijack.mechanism_config import COMPONENTS, DefenceSettings
 from assocmem.models.spec import ModelSpec
+from assocmem.models.llm import LoadedLM
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class MechanismStudy:
     min_shift: float = 0.5                              # records used: the hijack lowered the margin by more
 
 
-def mechanism_result(s: MechanismStudy, spec: str, lm, work_dir: Path, counterfact: Path | None, device: str,
+def mechanism_result(s: MechanismStudy, spec: str, lm: LoadedLM, work_dir: Path, counterfact: Path | None, device: str,
                      progress=None) -> Result:
     """Run the study on `lm` into `work_dir` and judge the claims from its tables."""
     from assocmem.hijack.mechanism_config import MechanismConfig

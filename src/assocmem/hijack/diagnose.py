@@ -25,6 +25,7 @@ from assocmem.hijack.counterfact import CounterFactSelection
 from assocmem.hijack.schemes import get_scheme
 from assocmem.hijack.scoring import Batching
 from assocmem.models.spec import ModelSpec
+from assocmem.models.llm import LoadedLM
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class _Prompts:
     masks: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
 
 
-def _build_prompts(lm, records, config: DiagnoseConfig) -> tuple[_Prompts, list[tuple[object, str]]]:
+def _build_prompts(lm: LoadedLM, records, config: DiagnoseConfig) -> tuple[_Prompts, list[tuple[object, str]]]:
     from assocmem.hijack.counterfact import BadRecord
     from assocmem.hijack.schemes import build_prompt, get_scheme
 
@@ -100,7 +101,7 @@ def _build_prompts(lm, records, config: DiagnoseConfig) -> tuple[_Prompts, list[
     return out, skipped
 
 
-def run_diagnose(config: DiagnoseConfig, out_dir: str | Path, lm=None) -> dict:
+def run_diagnose(config: DiagnoseConfig, out_dir: str | Path, lm: LoadedLM | None = None) -> dict:
     """Attention, logit lens and embedding spectrum on a stratified CounterFact sample; writes
     tables, PNGs, summary.json and config.json under `out_dir` and returns the summary.
 

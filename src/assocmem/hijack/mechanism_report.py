@@ -36,9 +36,10 @@ from assocmem.errors import ConfigError
 from assocmem.hijack import mechanism as M
 from assocmem.hijack import mechanism_choice as C
 from assocmem.io import write_csv, write_parquet
+from assocmem.models.llm import LoadedLM
 
 
-def run_mechanism(config: M.MechanismConfig, out_dir: str | Path, lm=None, progress=None) -> dict:
+def run_mechanism(config: M.MechanismConfig, out_dir: str | Path, lm: LoadedLM | None = None, progress=None) -> dict:
     """The three stages above on `config`; writes tables, PNGs, summary.json and config.json under
     `out_dir` and returns the summary. `lm` may be passed (a LoadedLM) to skip loading `config.lm`;
     `progress(fraction, text)` is told per batch."""
@@ -151,7 +152,7 @@ def run_mechanism(config: M.MechanismConfig, out_dir: str | Path, lm=None, progr
     return summary
 
 
-def _defence_sample(config: M.MechanismConfig, lm, scheme: str, records: list, halves: dict[int, str]):
+def _defence_sample(config: M.MechanismConfig, lm: LoadedLM, scheme: str, records: list, halves: dict[int, str]):
     """(items, halves) the defence is chosen and judged on: the mechanism's records with their halves, and
     `extra_records` more the scheme can build (none of the mechanism's), split into halves the same way."""
     extra, _ = M.scheme_records(config.selection, scheme, config.template, exclude={r.case_id for r in records},

@@ -41,6 +41,7 @@ from assocmem.hijack.scoring import (Batching, ScoringConfig, collect, collect_r
 from assocmem.io import read_json, write_json, write_parquet
 from assocmem.models.packing import PackingStats
 from assocmem.models.spec import ModelSpec
+from assocmem.models.llm import LoadedLM
 
 # Fields that may change between a run and its resumption (they do not change what is computed). The CounterFact
 # path may be spelt another way, or found without --counterfact: the file is compared by its sha256 (fingerprints).
@@ -126,7 +127,7 @@ def plan_items(tokenizer, items: list[WorkItem], mode: str):
                          groups=[(it.record.case_id, it.scheme) for it in items], shared=[it.shared for it in items])
 
 
-def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm=None, plot: bool = True) -> dict:
+def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm: LoadedLM | None = None, plot: bool = True) -> dict:
     """Score every (record, scheme, n) of `config`, resuming from finished chunks; returns the summary.
 
     `lm` (a models.llm.LoadedLM) skips loading `config.lm`: it must be the model `config.lm` names (loaded
@@ -143,7 +144,7 @@ def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True,
         D.shutdown(ctx)
 
 
-def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext, plot: bool) -> dict:
+def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.DistContext, plot: bool) -> dict:
     error, prints = (_check_out_dir(config, out, lm) if ctx.is_main else (None, None))
     error, prints = D.broadcast_object(ctx, (error, prints))
     if error:
@@ -325,7 +326,7 @@ def _chunk_plans(tokenizer, items_by_chunk: list[list[WorkItem]], pending: list[
             yield c, plan
 
 
-def _score_chunk(lm, items: list[WorkItem], plan, config: HijackConfig, ctx: D.DistContext,
+def _score_chunk(lm: LoadedLM, items: list[WorkItem], plan, config: HijackConfig, ctx: D.DistContext,
                  bar=None) -> tuple[pd.DataFrame | None, PackingStats]:
     """Score one chunk (this rank's share) from its plan; on rank 0 return its rows and every rank's
     packing counts summed, elsewhere (None, this rank's counts)."""
@@ -472,7 +473,7 @@ def _valid_pairs(records: list[Record], schemes: list[Scheme], skip_bad: bool, s
     return pairs
 
 
-def _check_out_dir(config: HijackConfig, out: Path, lm) -> tuple[str | None, dict | None]:
+def _check_out_dir(config: HijackConfig, out: Path, lm: LoadedLM) -> tuple[str | None, dict | None]:
     """The fingerprints of this run (data, model, code), and an error line if `out` holds a run of another
     config or computed from other data, model or code (nothing is written here)."""
     from assocmem.provenance import fingerprints, what_changed
@@ -521,7 +522,7 @@ def rows_code() -> str:
                             _empty_rows)
 
 
-def _given_model(config: HijackConfig, lm, recorded: dict) -> tuple[str | None, dict]:
+def _given_model(config: HijackConfig, lm: LoadedLM, recorded: dict) -> tuple[str | None, dict]:
     """(error line or None, the model's fingerprint) of a model given to `run_hijack`: `config.lm`'s when
     the model was loaded from that spec; its weights' hash when it was built in memory; refused when it
     was loaded from another spec or in another dtype than the config sets."""
@@ -578,7 +579,7 @@ def _finished_summary(config: HijackConfig, out: Path, progress: bool, plot: boo
     return summary
 
 
-def _check_loaded(out: Path, prints: dict, lm) -> str | None:
+def _check_loaded(out: Path, prints: dict, lm: LoadedLM) -> str | None:
     """What is known once the model is loaded: a hub model's revision and the tokenizer. Record them,
     or refuse a resume on another one."""
     from assocmem.provenance import hub_commit, tokenizer_fingerprint

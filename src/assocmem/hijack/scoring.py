@@ -36,6 +36,7 @@ from assocmem.config import check_choice, check_int_range, option
 from assocmem.errors import ConfigError, bad_option
 from assocmem.models.packed_forward import forward_rows, read_positions, to_device, token_scores
 from assocmem.models.packing import PackingStats, Segment, iter_layouts, plan_batches, share_prefixes
+from assocmem.models.llm import LoadedLM
 
 MODES = ("first-token", "full-target", "mean-target")
 # Tokens per forward when --batch-tokens is not given, by device type: the CPU gains nothing from more,
@@ -104,6 +105,13 @@ class ScoringPlan:
     expected: list[int] = field(default_factory=list)
     index: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
     mode: str = "first-token"
+
+    def prompt_ids(self, i: int) -> tuple[int, ...]:
+        """The ids of triple i's prompt as fed (prefix + context, no target token): what a reader of the
+        prompt's last position, e.g. its top next tokens, must see."""
+        (r, g), _ = self.index[i]
+        request, gather = self.requests[r], self.gathers[r][g]
+        return request[:len(request) - len(gather) + 1]
 
     def segments(self) -> tuple[list[Segment], list[int]]:
         """(segments, requests that fell back to their own segment)."""
@@ -216,7 +224,7 @@ def resolve_batch_tokens(batch_tokens: int | None, device) -> int:
     return batch_tokens
 
 
-def score_plan(lm, plan: ScoringPlan, batch_tokens: int | None = None, row_tokens: int = DEFAULT_ROW_TOKENS,
+def score_plan(lm: LoadedLM, plan: ScoringPlan, batch_tokens: int | None = None, row_tokens: int = DEFAULT_ROW_TOKENS,
                progress: bool = False, shard: tuple[int, int] = (0, 1), bar=None,
                stats: PackingStats | None = None) -> dict[int, list[tuple[float, float, int]]]:
     """Run the forwards of `plan` (this rank's share: every world-th segment, longest first).
@@ -263,7 +271,7 @@ def pad_token(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def _score_rows(lm, plan: ScoringPlan, packed, members: list[int]) -> torch.Tensor:
+def _score_rows(lm: LoadedLM, plan: ScoringPlan, packed, members: list[int]) -> torch.Tensor:
     """One packed forward: (gathers of the members in order, 3) float64 on the device, per gather its
     summed log-prob, its first token's log-prob and that token's rank. Queued, not read back."""
     counts = [max(len(g) for g in plan.gathers[r]) for r in members]
@@ -331,7 +339,7 @@ class Scores:
     rank_false: torch.Tensor
 
 
-def score_with_ranks(lm, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
+def score_with_ranks(lm: LoadedLM, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
                      mode: str = "first-token", batch_tokens: int | None = None, progress: bool = False,
                      groups: Sequence[Hashable] | None = None, shared: Sequence[str] | None = None,
                      row_tokens: int = DEFAULT_ROW_TOKENS) -> Scores:
@@ -341,7 +349,7 @@ def score_with_ranks(lm, prompts: Sequence[str], targets_true: Sequence[str], ta
     return Scores(*collect(plan, results), *collect_ranks(plan, results))
 
 
-def score_targets(lm, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
+def score_targets(lm: LoadedLM, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
                   mode: str = "first-token", batch_tokens: int | None = None, progress: bool = False,
                   groups: Sequence[Hashable] | None = None, shared: Sequence[str] | None = None,
                   row_tokens: int = DEFAULT_ROW_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:

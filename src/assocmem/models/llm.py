@@ -7,6 +7,10 @@ tiny randomly initialised models for tests.
     lm = load_causal_lm("/path/to/dir")           # a local save_pretrained folder
     lm = load_causal_lm("/path/to/model.gguf")    # any GGUF file transformers can de-quantise
     lm = load_causal_lm("tiny-random-llama")      # = tiny_random_lm("llama"): offline, for tests
+    lm = as_lm(model, tokenizer)                  # a Hugging Face model already in memory, as it is
+
+Every function that scores, traces or intervenes takes a `LoadedLM`; the public entry points accept
+what `as_lm` accepts (a LoadedLM, a name or path, or a model with its tokenizer).
 
 A GGUF is de-quantised by transformers (45 s for the Gemma on 2 CPU cores); the result is cached as
 safetensors + tokenizer under `<cache>/models/<name>/` (cache = $ASSOCMEM_CACHE_DIR or
@@ -55,7 +59,8 @@ _ALLOWED = ("gemma3-270m, smollm2-135m, tiny-random-{gpt2,llama,gemma3}, a Huggi
 
 @dataclass
 class LoadedLM:
-    """A causal LM ready to score: eval mode, no gradients needed."""
+    """A causal LM ready to score: eval mode, no gradients needed. Build one with `load_causal_lm` (from a
+    name or path) or `as_lm` (from a model in memory)."""
 
     model: torch.nn.Module        # a transformers *ForCausalLM
     tokenizer: object             # a transformers (fast) tokenizer
@@ -100,14 +105,18 @@ def cache_root() -> Path:
 
 
 def load_causal_lm(
-    spec: str = "gemma3-270m",
+    spec: str | os.PathLike | LoadedLM | torch.nn.Module = "gemma3-270m",
     device: str = "auto",
     dtype: str = "auto",
     device_map: str | None = None,
     trust_remote_code: bool = False,
     max_memory: dict[int | str, str] | None = None,
+    tokenizer=None,
 ) -> LoadedLM:
     """Load `spec` (see the module docstring) in eval mode on `device` (ignored with `device_map`).
+
+    A model already in memory (a LoadedLM, or a Hugging Face model with its `tokenizer`) is taken as it is
+    (`as_lm`): where it sits and its dtype are the caller's.
 
     `dtype="auto"`: float32 on the CPU; on a GPU (or with `device_map`) the checkpoint's own dtype
     (bfloat16 for the bundled models, the config's `dtype` for a hub or local model).
@@ -115,6 +124,8 @@ def load_causal_lm(
     `max_memory` ({0: "20GiB", 1: "20GiB", "cpu": "64GiB"}) caps what `device_map` puts on each
     device, accelerate's own argument: a model is then split even where it would fit on one GPU.
     """
+    if not isinstance(spec, (str, os.PathLike)):
+        return as_lm(spec, tokenizer)
     check_max_memory(max_memory, device_map)
     dev = None if device_map else resolve_device(device)
     spec = str(spec).strip()
@@ -133,6 +144,43 @@ def load_causal_lm(
     lm = _from_pretrained(source, found.name, torch_dtype, dev, device_map, trust_remote_code, max_memory)
     lm.spec = spec
     return lm
+
+
+def as_lm(model, tokenizer=None, name: str | None = None) -> LoadedLM:
+    """The LoadedLM of what a caller has: a LoadedLM (as it is), a name or path (`load_causal_lm` with its
+    defaults), a Hugging Face causal LM with its tokenizer, or a (model, tokenizer) pair.
+
+    A model in memory is put in eval mode and left where it is. Without `tokenizer`, its own is read from
+    the local folder it was loaded from (`model.name_or_path`); a model with none is refused in one line.
+    """
+    if isinstance(model, LoadedLM):
+        if tokenizer is not None and tokenizer is not model.tokenizer:
+            raise ConfigError("tokenizer is invalid with a LoadedLM: it carries its own (pass the bare model instead)")
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_causal_lm(str(model))
+    if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
+        model, tokenizer = model
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_output_embeddings"):
+        raise ConfigError(f"model={type(model).__name__} is invalid: allowed a LoadedLM, a model name or path, or a "
+                          "Hugging Face causal LM (AutoModelForCausalLM) with its tokenizer")
+    source = str(getattr(model, "name_or_path", "") or "")
+    if tokenizer is None:
+        if not source or not Path(source).is_dir():
+            raise ConfigError(f"tokenizer is required with a {type(model).__name__} in memory: pass its tokenizer "
+                              "(e.g. AutoTokenizer.from_pretrained(...))")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    model.eval()
+    return LoadedLM(model=model, tokenizer=tokenizer, name=name or _short_name(source, model))
+
+
+def _short_name(source: str, model) -> str:
+    """A run-folder name for a model in memory: its folder's or hub id's name, else its class's."""
+    if not source:
+        return type(model).__name__
+    return Path(source).name if Path(source).is_dir() else source.replace("/", "--")
 
 
 @dataclass(frozen=True)
