@@ -52,15 +52,20 @@ def check_float_range(
         raise bad_option(name, value, f"a number in {left}{lo_s}, {hi_s}{right}")
 
 
-def int_list(name: str, values: Iterable[Any]) -> list[int]:
-    """Integers from option values (ints or their text); the error names the option."""
-    out = []
-    for v in values:
-        try:
-            out.append(int(v) if not isinstance(v, bool) else None)
-        except (TypeError, ValueError):
-            raise bad_option(name, " ".join(map(str, values)), "integers, e.g. 0 1 3") from None
-    return out
+def as_tuple(name: str, values: Any, item: type = str, allowed: str | None = None) -> tuple:
+    """A list-valued setting as a tuple of `item`s: a sequence item by item, one value (e.g. a str) as a tuple
+    of one. A value `item` cannot read (a bool or a fraction for int) is a ConfigError naming the setting. The
+    one list parser of the configs (the command line first splits "a,b c" into items: cli.options.split_list)."""
+    seq = (values,) if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) else tuple(values)
+    kinds = {int: "integers, e.g. 0 1 3", float: "numbers, e.g. 0 0.5"}
+    try:
+        if item in (int, float) and any(isinstance(v, bool) for v in seq):
+            raise ValueError
+        if item is int and any(isinstance(v, float) and not v.is_integer() for v in seq):
+            raise ValueError
+        return tuple(item(v) for v in seq)
+    except (TypeError, ValueError):
+        raise bad_option(name, " ".join(map(str, seq)), allowed or kinds.get(item, "a list of values")) from None
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:

@@ -159,12 +159,6 @@ def accuracy_row(setting: str, quantity: str, accs: Sequence[float], bayes: Sequ
     return {"setting": setting, "quantity": quantity, "ours": mean, "err": std, "bayes": bayes_mean, "n": len(accs)}
 
 
-def generator(seed: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
-
-
 def draw_bayes(ax, x, bayes, label: str = "Bayes-optimal", color: str = "black") -> None:
     """The task's ceiling as a dashed reference: a line over x (one value per x) or a horizontal line."""
     if isinstance(bayes, (int, float)):

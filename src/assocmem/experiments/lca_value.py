@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_se, mean_std
-from assocmem.experiments.common import (TaskFields, Training, training, accuracy_row, generator, keep_best_lr, load_models,
+from assocmem.experiments.common import (TaskFields, Training, training, accuracy_row, keep_best_lr, load_models,
                                          save_models, specs_for, stack, train_grid)
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import accuracy_with_value, evaluate_weights, smallest_principal_angle
@@ -24,6 +24,7 @@ from assocmem.lca.model import ModelConfig
 from assocmem.lca.task import LCAConfig, sample_batch
 from assocmem.lca.theory import pi_mass_by_distance
 from assocmem.plotting import new_figure, save_figure
+from assocmem.runtime import make_generator
 
 ARMS = {"trained W_V": False, "W_V = I": True}  # arm -> freeze_value
 
@@ -157,7 +158,7 @@ def c2_table(p: Probe, ctx: Context) -> list[dict]:
     table = []
     for (beta, L, d), ms in _trained_groups(ctx, with_sweep=True).items():
         task = ms[0].task
-        gen = generator(p.seed, ctx.device)
+        gen = make_generator(p.seed, ctx.device)
         x, y = sample_batch(task, p.eval_samples, gen, ctx.device)
         weights = stack(ms)
         acc = {
@@ -230,7 +231,7 @@ def run_c3(p: Probe, ctx: Context) -> Result:
     rows, points, verdicts, numbers = [], [], [], []
     for (L, d), ms in _trained_groups(ctx).items():
         task = ms[0].task
-        gen = generator(p.seed, ctx.device)
+        gen = make_generator(p.seed, ctx.device)
         weights = stack(ms)
         trained = weights["W_V"]
         rank = task.m

@@ -266,12 +266,10 @@ class CounterFactSelection:
                                    "instead of stopping.")
 
     def __post_init__(self) -> None:
-        from assocmem.config import check_int_range
+        from assocmem.config import as_tuple, check_int_range
 
-        if isinstance(self.relations, str):
-            object.__setattr__(self, "relations", (self.relations,))
         if self.relations is not None:
-            object.__setattr__(self, "relations", tuple(str(r) for r in self.relations))
+            object.__setattr__(self, "relations", as_tuple("--relations", self.relations))
         for name in ("per_relation", "records", "limit"):
             if getattr(self, name) is not None:
                 check_int_range("--" + name.replace("_", "-"), getattr(self, name), 1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from assocmem.config import Composed, check_int_range, int_list, option, save_config
+from assocmem.config import Composed, as_tuple, check_int_range, option, save_config
 from assocmem.errors import ConfigError
 from assocmem.hijack import diagnostics as D
 from assocmem.hijack.counterfact import CounterFactSelection
@@ -41,8 +41,8 @@ class DiagnoseConfig(Composed):
     top_k_gap: int = option(64, "Eigen-gap searched among the top k singular values.")
 
     def __post_init__(self):
-        object.__setattr__(self, "ns", tuple(int_list("--n", self.ns)))
-        object.__setattr__(self, "schemes", (self.schemes,) if isinstance(self.schemes, str) else tuple(self.schemes))
+        object.__setattr__(self, "ns", as_tuple("--n", self.ns, int))
+        object.__setattr__(self, "schemes", as_tuple("--schemes", self.schemes))
         check_int_range("--top-k-gap", self.top_k_gap, 1)
         if not self.ns:
             raise ConfigError("--n is invalid: give at least one n")

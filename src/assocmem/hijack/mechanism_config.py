@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from assocmem.config import Composed, check_choice, check_float_range, check_int_range, int_list, option
+from assocmem.config import Composed, as_tuple, check_choice, check_float_range, check_int_range, option
 from assocmem.errors import ConfigError, bad_option
 from assocmem.hijack.counterfact import CounterFactSelection
 from assocmem.hijack.schemes import get_scheme
@@ -19,10 +19,6 @@ from assocmem.models.spec import ModelSpec
 VARIANTS = ("read", "prompt")            # knockout from the read position / from every prompt token
 LAYER_SETS = ("single", "window", "all")
 COMPONENTS = ("resid", "attn", "mlp")    # block output (residual stream), attention output, MLP output
-
-
-def _tuple(value) -> tuple:
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def parse_head(flag: str, text: str) -> tuple[int, int]:
@@ -54,13 +50,10 @@ class DefenceSettings:
                                               "the heads found; the scale is still chosen on the choosing half.")
 
     def __post_init__(self):
-        object.__setattr__(self, "scale_heads", _tuple(self.scale_heads))
+        object.__setattr__(self, "scale_heads", as_tuple("--scale-heads", self.scale_heads))
         for h in self.scale_heads:
             parse_head("--scale-heads", h)
-        try:
-            scales = tuple(float(s) for s in _tuple(self.scales))
-        except (TypeError, ValueError):
-            raise bad_option("--scales", " ".join(map(str, _tuple(self.scales))), "numbers in [0, 1)") from None
+        scales = as_tuple("--scales", self.scales, float, "numbers in [0, 1)")
         if not scales:
             raise bad_option("--scales", "", "at least one number in [0, 1)")
         for s in scales:
@@ -110,8 +103,8 @@ class MechanismConfig(Composed):
 
     def __post_init__(self):
         for name in ("schemes", "variants", "layer_sets", "prompt_layer_sets", "components"):
-            object.__setattr__(self, name, _tuple(getattr(self, name)))
-        object.__setattr__(self, "ns", tuple(int_list("--n", self.ns)))
+            object.__setattr__(self, name, as_tuple("--" + name.replace("_", "-"), getattr(self, name)))
+        object.__setattr__(self, "ns", as_tuple("--n", self.ns, int))
         if not self.ns:
             raise ConfigError("--n is invalid: give at least one n >= 1")
         for n in self.ns:

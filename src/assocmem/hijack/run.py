@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from assocmem.config import Composed, check_int_range, flat_dict, from_flat, option, to_dict
+from assocmem.config import Composed, as_tuple, check_int_range, flat_dict, from_flat, option, to_dict
 from assocmem.errors import ConfigError
 from assocmem.hijack import distributed as D
 from assocmem.hijack.counterfact import BadRecord, CounterFactSelection, Record
@@ -66,7 +66,7 @@ class HijackConfig(Composed):
     chunk_size: int = option(256, "Records per resumable chunk.")
 
     def __post_init__(self):
-        schemes = (self.schemes,) if isinstance(self.schemes, str) else tuple(str(v) for v in self.schemes)
+        schemes = as_tuple("--schemes", self.schemes)
         if self.template and "template" not in schemes:
             schemes += ("template",)
         object.__setattr__(self, "schemes", schemes)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from assocmem.config import check_choice, check_int_range, option
+from assocmem.config import as_tuple, check_choice, check_int_range, option
 from assocmem.errors import ConfigError, bad_option
 from assocmem.models.packed_forward import forward_rows, read_positions, to_device, token_scores
 from assocmem.models.packing import PackingStats, Segment, iter_layouts, plan_batches, share_prefixes
@@ -55,9 +55,7 @@ class ScoringConfig:
                                               "(e.g. --extra-modes mean-target).")
 
     def __post_init__(self) -> None:
-        if isinstance(self.extra_modes, str):
-            object.__setattr__(self, "extra_modes", (self.extra_modes,))
-        object.__setattr__(self, "extra_modes", tuple(self.extra_modes))
+        object.__setattr__(self, "extra_modes", as_tuple("--extra-modes", self.extra_modes))
         check_choice("--mode", self.mode, MODES)
         for extra in self.extra_modes:
             check_choice("--extra-modes", extra, MODES)
