@@ -1,10 +1,28 @@
-"""The one error type a user should ever see: a bad option, named with its value and what is allowed."""
+"""The one error type a user should ever see: a bad setting, named with its value and what is allowed.
+
+The library names a setting by its config field (`max_n=-1 is invalid: ...`); the command line, the one
+place that knows flags, names it by its flag (`--max-n=-1 is invalid: ...`, `ConfigError.for_flags`).
+"""
 
 from __future__ import annotations
 
 
 class ConfigError(ValueError):
-    """Bad user input. The CLI prints its message on one line and exits with status 2."""
+    """Bad user input. The CLI prints its message on one line and exits with status 2.
+
+    `field`: the config field (or argument) the message starts with, when it names one."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+    def for_flags(self, flags: dict[str, str]) -> "ConfigError":
+        """This error, naming its field by its flag where `flags` (field -> flag) has it."""
+        text = str(self)
+        if self.field in flags and text.startswith(self.field):
+            self.args = (flags[self.field] + text[len(self.field):],)
+            self.field = flags[self.field]
+        return self
 
 
 def did_you_mean(name: str, choices, n: int = 3, cutoff: float = 0.6) -> list[str]:
@@ -15,5 +33,5 @@ def did_you_mean(name: str, choices, n: int = 3, cutoff: float = 0.6) -> list[st
 
 
 def bad_option(name: str, value: object, allowed: str) -> ConfigError:
-    """Build the project's standard one-line message: `--name=value is invalid: allowed ...`."""
-    return ConfigError(f"{name}={value!r} is invalid: allowed {allowed}")
+    """Build the project's standard one-line message: `name=value is invalid: allowed ...`."""
+    return ConfigError(f"{name}={value!r} is invalid: allowed {allowed}", field=name)

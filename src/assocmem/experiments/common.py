@@ -17,9 +17,7 @@ from assocmem.experiments.claims import mean_std
 from assocmem.experiments.registry import Context
 from assocmem.lca.model import ModelConfig
 from assocmem.lca.task import LCAConfig
-from assocmem.lca import weights
-from assocmem.lca.train import RunSpec, TrainConfig, TrainedModel, shape_key, train_sweep
-from assocmem.lca.weights import StoredModel
+from assocmem.lca.train import RunSpec, TrainConfig, TrainedModel, TrainedModels, shape_key, train_sweep
 
 BAYES_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.8}
 
@@ -126,24 +124,14 @@ def keep_best_lr(models: Sequence[TrainedModel]) -> list[TrainedModel]:
 
 
 def save_models(models: Sequence[TrainedModel], folder: Path) -> None:
-    """The models in the one weights format (lca.weights: one file per shape), readable by `load_models`."""
-    groups: dict[tuple, list[TrainedModel]] = defaultdict(list)
-    for m in models:
-        groups[tuple(tuple(m.weights[n].shape) for n in weights.NAMES)].append(m)
-    weights.write_folder(folder, [({n: torch.cat([m.weights[n] for m in ms]) for n in weights.NAMES},
-                                   [weights.entry_of(m.spec, m.final_accuracy, m.bayes_optimal_accuracy) for m in ms])
-                                  for ms in groups.values()])
+    """The models' weights in the one weights format (one file per shape), readable by `load_models`."""
+    TrainedModels(list(models)).save(folder, weights_only=True)
 
 
-def as_stored(m: TrainedModel) -> StoredModel:
-    """A just-trained model in the form `load_models` gives (no round trip through the file)."""
-    return StoredModel(m.spec.task, m.spec.model, m.spec.lr, m.spec.seed, m.spec.label, m.final_accuracy,
-                       m.bayes_optimal_accuracy, m.weights)
-
-
-def load_models(folder: Path, device: torch.device, where: Callable[[StoredModel], bool] | None = None) -> list[StoredModel]:
+def load_models(folder: Path, device: torch.device,
+                where: Callable[[TrainedModel], bool] | None = None) -> list[TrainedModel]:
     """The models saved in `folder` (by `save_models` or `assocmem lca train`), optionally filtered."""
-    return [m for m in weights.read_folder(folder, device) if where is None or where(m)]
+    return [m for m in TrainedModels.load(folder, device) if where is None or where(m)]
 
 
 def stack(models: Iterable[Any]) -> dict[str, torch.Tensor]:

@@ -13,7 +13,8 @@ import numpy as np
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_std, spearman
 from assocmem.experiments.common import draw_bayes, load_models, stack
 from assocmem.experiments.registry import Context, Experiment, Result
-from assocmem.lca.analysis import LOGIT_RTOL, accuracy_vs_length, model_logits, sample_mixed_contexts
+from assocmem.lca.accuracy import correct
+from assocmem.lca.analysis import accuracy_vs_length, sample_mixed_contexts
 from assocmem.lca.bayes import expected_correct, log_likelihood
 from assocmem.plotting import new_figure, save_figure
 from assocmem.runtime import make_generator
@@ -51,13 +52,12 @@ def run_mixing(p: ContextProbe, ctx: Context) -> Result:
     points = []
     for k in ks:
         x, y_true, y_intruder = sample_mixed_contexts(task, k, p.n, gen, ctx.device)
-        logits = model_logits(weights, x)  # (E, n, V)
-        E = logits.shape[0]
+        true, intruder = correct(weights, x, y_true, y_intruder)  # (E, n) each
         bayes_scores = log_likelihood(task, x)
         points.append({
             "k": k,
-            "true": expected_correct(logits, y_true.expand(E, -1), LOGIT_RTOL).mean(1).tolist(),
-            "intruder": expected_correct(logits, y_intruder.expand(E, -1), LOGIT_RTOL).mean(1).tolist(),
+            "true": true.mean(1).tolist(),
+            "intruder": intruder.mean(1).tolist(),
             "bayes_true": float(expected_correct(bayes_scores, y_true).mean()),
             "bayes_intruder": float(expected_correct(bayes_scores, y_intruder).mean()),
         })
