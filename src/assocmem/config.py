@@ -145,6 +145,27 @@ def from_flat(cls: type, values: dict[str, Any], strict: bool = False) -> Any:
     return cls(**kwargs)
 
 
+def flat_dict_of(raw: dict) -> dict:
+    """{leaf: value} of a config.json dict, nested or flat (older folders); its "fingerprints" left out."""
+    out = {}
+    for key, value in raw.items():
+        if key == "fingerprints":
+            continue
+        out.update(flat_dict_of(value) if isinstance(value, dict) else {key: value})
+    return out
+
+
+def read_config(cls: type, raw: dict, **overrides: Any) -> Any:
+    """The config of a run folder's config.json (`overrides` replace leaves), or the raw dict where it cannot be
+    rebuilt here (it names a CounterFact file or model this machine lacks)."""
+    from assocmem.errors import ConfigError
+
+    try:
+        return from_flat(cls, {**flat_dict_of(raw), **overrides})
+    except ConfigError:
+        return raw
+
+
 class Composed:
     """For a config composed of other configs: build or change it by leaf names, as the CLI does.
 

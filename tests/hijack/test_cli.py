@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from assocmem.cli import main
-from assocmem.hijack.run import flat_dict_of
+from assocmem.config import flat_dict_of
 from assocmem.cli.hijack import app as hijack_app
 from assocmem.cli.options import join_multi_values, split_list
 

@@ -254,7 +254,7 @@ def test_run_mechanism_writes_tables_figures_and_summary(tmp_path, tiny_lms, cou
 
     config = M.MechanismConfig.of(model="tiny-random-gemma3", counterfact=str(counterfact_small), records=6,
                                   min_shift=0.0, window=1, stride=1, extra_records=4)
-    summary = run_mechanism(config, tmp_path, lm=tiny_lms["gemma3"])
+    summary = run_mechanism(config, tmp_path, lm=tiny_lms["gemma3"]).summary
     for name in ("records.parquet", "interventions.parquet", "restoration.parquet", "restoration.csv", "heads.csv",
                  "defence.parquet", "defence_records.parquet", "defence.csv", "knockout.png", "patching.png",
                  "heads.png", "defence.png", "summary.json", "config.json"):

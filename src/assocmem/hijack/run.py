@@ -1,6 +1,8 @@
 """The hijacking benchmark: CounterFact records × schemes × n = 0..max_n, scored by one causal LM.
 
-    summary = run_hijack(HijackConfig.of(schemes=("not-think", "relation"), max_n=5, per_relation=5), "runs/h")
+    result = run_hijack(HijackConfig.of(schemes=("not-think", "relation"), max_n=5, per_relation=5), "runs/h")
+    result.rows, result.rates, result.summary          # a HijackResult; HijackResult.load("runs/h") reads it back
+    result = score_hijack(lm, config)                   # the same rows in memory: no folder, no chunks
 
 Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make resume free):
 
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from assocmem.config import Composed, as_tuple, check_int_range, flat_dict, from_flat, option, to_dict
+from assocmem.config import (Composed, as_tuple, check_int_range, flat_dict, flat_dict_of, from_flat, option,
+                             read_config, to_dict)
 from assocmem.errors import ConfigError
 from assocmem.hijack import distributed as D
 from assocmem.hijack.counterfact import BadRecord, CounterFactSelection, Record
@@ -91,14 +95,6 @@ def config_from_dict(raw: dict, **overrides) -> HijackConfig:
     return from_flat(HijackConfig, {**flat_dict_of(raw), **overrides})
 
 
-def flat_dict_of(raw: dict) -> dict:
-    """{leaf: value} of a config.json dict, whether nested or flat."""
-    out = {}
-    for key, value in raw.items():
-        if key == "fingerprints":
-            continue
-        out.update(flat_dict_of(value) if isinstance(value, dict) else {key: value})
-    return out
 
 
 @dataclass
@@ -127,24 +123,31 @@ def plan_items(tokenizer, items: list[WorkItem], mode: str):
                          groups=[(it.record.case_id, it.scheme) for it in items], shared=[it.shared for it in items])
 
 
-def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm: LoadedLM | None = None, plot: bool = True) -> dict:
-    """Score every (record, scheme, n) of `config`, resuming from finished chunks; returns the summary.
+def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm: LoadedLM | None = None,
+               plot: bool = True) -> HijackResult:
+    """Score every (record, scheme, n) of `config` into the run folder `out_dir`, resuming from finished
+    chunks; returns the run's HijackResult.
 
-    `lm` (a models.llm.LoadedLM) skips loading `config.lm`: it must be the model `config.lm` names (loaded
-    from that spec, in its dtype if one is set), else the run is refused; a model built in memory (no spec)
-    is fingerprinted by its weights. `plot=False` skips rates.png. A run whose every chunk is finished
-    returns its summary without loading the model.
-    Under torchrun every rank calls this with the same arguments; each scores a share of every
-    chunk, rank 0 writes the files, and every rank returns the summary.
+    `lm` (a LoadedLM, or what `models.llm.as_lm` takes) skips loading `config.lm`: it must be the model
+    `config.lm` names (loaded from that spec, in its dtype if one is set), else the run is refused; a model
+    built in memory (no spec) is fingerprinted by its weights. `plot=False` skips rates.png. A run whose every
+    chunk is finished returns its result without loading the model (its rows read from the folder when asked).
+    Under torchrun every rank calls this with the same arguments; each scores a share of every chunk, rank 0
+    writes the files, and every rank returns the summary (the rows on rank 0).
     """
+    from assocmem.models.llm import as_lm
+
     ctx = D.init_from_env(use_cuda=_wants_cuda(config))
     try:
-        return _run(config, Path(out_dir), progress and ctx.is_main, lm, ctx, plot)
+        summary, rows = _run(config, Path(out_dir), progress and ctx.is_main, None if lm is None else as_lm(lm), ctx,
+                             plot)
+        return HijackResult(rows if ctx.is_main else None, summary, config, Path(out_dir) if ctx.is_main else None)
     finally:
         D.shutdown(ctx)
 
 
-def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.DistContext, plot: bool) -> dict:
+def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.DistContext,
+         plot: bool) -> tuple[dict, pd.DataFrame | None]:
     error, prints = (_check_out_dir(config, out, lm) if ctx.is_main else (None, None))
     error, prints = D.broadcast_object(ctx, (error, prints))
     if error:
@@ -152,11 +155,9 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
     finished = _finished_summary(config, out, progress, plot) if ctx.is_main else None
     finished = D.broadcast_object(ctx, finished)
     if finished is not None:
-        return finished
+        return finished, None
 
-    loaded, records = config.data.load()
-    records = with_mismatched_targets(records, loaded.records)   # chosen from the whole file, not the sample
-    skipped = [{"case_id": c, "scheme": None, "reason": r, "kind": k} for c, r, k in _kinds(loaded.skipped)]
+    records, skipped = selected_records(config)
     if lm is None:
         lm = config.lm.load(device=D.device_for_rank(config.lm.device, ctx))
     if ctx.is_main:
@@ -207,23 +208,134 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
     if bar is not None:
         bar.close()
 
-    summary = None
+    summary, rows = None, None
     if ctx.is_main:
         frames = [pd.read_parquet(_chunk_path(chunk_dir, c)) for c in range(n_chunks)]
         rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
         write_parquet(out / "rows.parquet", rows)
         summary = summarise(rows, config, lm.name, len(records), skipped)
         summary["counterfact"] = prints["counterfact"]["path"]
-        summary["placement"] = {"processes": ctx.world_size, "model_devices": model_devices(lm.model),
-                                "dtype": str(lm.dtype).removeprefix("torch.")}
-        summary["parameters"] = sum(p.numel() for p in lm.model.parameters())
+        summary |= _model_facts(lm, ctx.world_size)
         summary["engine"] = _engine_stats(chunk_dir, n_chunks)
         summary["fingerprints"] = prints
         summary["recomputed_chunks"] = recomputed
         write_json(out / "summary.json", summary)
         if plot and len(rows):
             _plot(summary, out)
-    return D.broadcast_object(ctx, summary)
+    return D.broadcast_object(ctx, summary), rows
+
+
+class HijackResult:
+    """What a hijacking run gives: `rows` (long: one row per record × scheme × n, the columns of the module
+    docstring), its `summary` (summary.json's content) and its `config` (read back from a folder: the raw dict
+    where it names a file or model missing here); `rates` and `per_relation` are the
+    summary's share tables as DataFrames. A result of `run_hijack` or `load` keeps its `folder` and reads its
+    rows from it only when asked (a finished run returns without reading them)."""
+
+    def __init__(self, rows: pd.DataFrame | None, summary: dict, config: HijackConfig, folder: Path | None = None):
+        self._rows, self.summary, self.config, self.folder = rows, summary, config, folder
+
+    @property
+    def rows(self) -> pd.DataFrame | None:
+        if self._rows is None and self.folder is not None:
+            self._rows = pd.read_parquet(self.folder / "rows.parquet")
+        return self._rows
+
+    @property
+    def rates(self) -> pd.DataFrame:
+        """Per scheme × n: records, both shares with their 95% Wilson intervals (metrics.rates)."""
+        return pd.DataFrame(self.summary["rates"])
+
+    @property
+    def per_relation(self) -> pd.DataFrame:
+        return pd.DataFrame(self.summary["per_relation"])
+
+    @property
+    def model(self) -> str:
+        return self.summary["model"]
+
+    def __repr__(self) -> str:
+        where = f", folder={str(self.folder)!r}" if self.folder else ""
+        return (f"HijackResult(model={self.model!r}, records={self.summary['records']}, schemes={list(self.config.schemes)}, "
+                f"max_n={self.config.max_n}{where})")
+
+    def save(self, folder: str | Path) -> Path:
+        """rows.parquet, summary.json and config.json (with the run's fingerprints, where it has them)."""
+        folder = Path(folder)
+        write_parquet(folder / "rows.parquet", self.rows)
+        write_json(folder / "summary.json", self.summary)
+        prints = self.summary.get("fingerprints")
+        write_json(folder / "config.json", {**to_dict(self.config), **({"fingerprints": prints} if prints else {})})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "HijackResult":
+        """A finished run folder (`assocmem hijack --out`, a hijacking experiment's per-model folder, `save`)."""
+        folder = Path(folder)
+        missing = [n for n in ("config.json", "summary.json", "rows.parquet") if not (folder / n).is_file()]
+        if missing:
+            raise ConfigError(f"folder={str(folder)!r} is invalid: allowed a finished hijacking run folder (it has no "
+                              f"{', '.join(missing)})", field="folder")
+        return cls(None, read_json(folder / "summary.json"),
+                   read_config(HijackConfig, read_json(folder / "config.json")), folder)
+
+
+def selected_records(config: HijackConfig, records: Sequence[Record] | None = None) -> tuple[list[Record], list[dict]]:
+    """(the records `config` scores, those its file left out as skipped entries): `config.data`'s selection, or
+    `records` as given; each with its mismatched controls' target, chosen from the whole file (or from `records`)."""
+    if records is not None:
+        records = list(records)
+        return with_mismatched_targets(records, records), []
+    loaded, chosen = config.data.load()
+    skipped = [{"case_id": c, "scheme": None, "reason": r, "kind": k} for c, r, k in _kinds(loaded.skipped)]
+    return with_mismatched_targets(chosen, loaded.records), skipped   # chosen from the whole file, not the sample
+
+
+def score_hijack(lm: LoadedLM, config: HijackConfig, records: Sequence[Record] | None = None,
+                 progress: bool = False) -> HijackResult:
+    """The rows and summary of `config` (its schemes, n, scoring and batching; its model spec is not read) scored
+    by `lm` in memory: no folder, no chunk files, no resume; the rows are those `run_hijack` writes, in its order.
+    `records`: your own CounterFact records (hijack.counterfact.Record) instead of `config.data`'s selection."""
+    from assocmem.models.llm import as_lm
+
+    lm = as_lm(lm)
+    given = records is not None
+    records, skipped = selected_records(config, records)
+    records = check_targets(lm.tokenizer, records, config.scoring.mode, config.data.skip_bad, skipped)
+    pairs = _valid_pairs(records, config.scheme_objects, config.data.skip_bad, skipped)
+    chunk_of = {r.case_id: i // config.chunk_size for i, r in enumerate(records)}
+    by_chunk: dict[int, list[WorkItem]] = {}
+    for item in work_items(pairs, config.max_n):
+        by_chunk.setdefault(chunk_of[item.record.case_id], []).append(item)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(map(len, by_chunk.values())), desc=f"hijack {lm.name}", unit="prompt")
+    frames, stats = [], PackingStats()
+    for c in sorted(by_chunk):
+        plan = plan_items(lm.tokenizer, by_chunk[c], config.scoring.planning_mode)
+        counter = _PromptCounter(bar, len(by_chunk[c]), len(plan.requests)) if bar else None
+        rows, chunk_stats = _score_chunk(lm, by_chunk[c], plan, config, D.DistContext(), counter)
+        frames.append(rows)
+        stats.add(chunk_stats)
+        if counter is not None:
+            counter.finish()
+    if bar is not None:
+        bar.close()
+    rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
+    summary = summarise(rows, config, lm.name, len(records), skipped)
+    summary["counterfact"] = "records given" if given else str(config.data.path)
+    summary |= _model_facts(lm, 1)
+    summary["engine"] = stats.as_dict()
+    return HijackResult(rows, summary, config)
+
+
+def _model_facts(lm: LoadedLM, processes: int) -> dict:
+    """Where the model ran and its size, for the summary."""
+    return {"placement": {"processes": processes, "model_devices": model_devices(lm.model),
+                          "dtype": str(lm.dtype).removeprefix("torch.")},
+            "parameters": sum(p.numel() for p in lm.model.parameters())}
 
 
 def _plot(summary: dict, out: Path) -> None:

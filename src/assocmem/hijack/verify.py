@@ -71,7 +71,8 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
 
     `models`: a dict the caller keeps between folders, so a model is loaded once per (spec, dtype)."""
     from assocmem.hijack.counterfact import load_counterfact
-    from assocmem.hijack.run import WorkItem, config_from_dict, flat_dict_of, plan_items, rows_code
+    from assocmem.config import flat_dict_of
+    from assocmem.hijack.run import WorkItem, config_from_dict, plan_items, rows_code
     from assocmem.hijack.schemes import get_scheme, prompt_parts
     from assocmem.hijack.scoring import collect, collect_ranks, score_plan
     from assocmem.models.llm import load_causal_lm
