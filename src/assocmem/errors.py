@@ -1,7 +1,8 @@
 """The one error type a user should ever see: a bad setting, named with its value and what is allowed.
 
-The library names a setting by its config field (`max_n=-1 is invalid: ...`); the command line, the one
-place that knows flags, names it by its flag (`--max-n=-1 is invalid: ...`, `ConfigError.for_flags`).
+The library names a setting by its config field (`max_n=-1 is invalid: ...`, and another setting it points to
+in backticks: "use `skip_bad`"); the command line, the one place that knows flags, names them by their flags
+(`--max-n=-1 is invalid: ...`, "use --skip-bad": `ConfigError.for_flags`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ class ConfigError(ValueError):
         self.field = field
 
     def for_flags(self, flags: dict[str, str]) -> "ConfigError":
-        """This error, naming its field by its flag where `flags` (field -> flag) has it."""
+        """This error as the command line shows it (`flags`: field -> flag): the field it starts with, and every
+        setting it names in backticks (`skip_bad`), by its flag."""
+        import re
+
         text = str(self)
         if self.field in flags and text.startswith(self.field):
-            self.args = (flags[self.field] + text[len(self.field):],)
+            text = flags[self.field] + text[len(self.field):]
             self.field = flags[self.field]
+        self.args = (re.sub(r"`(\w+)`", lambda m: flags.get(m.group(1), m.group(0)), text),)
         return self
 
 

@@ -40,6 +40,8 @@ def test_schemes_accepts_space_comma_and_repeated_forms(tmp_path, form, capsys):
     (["--template", "{subjct} is fine"], "did you mean {subject}"),
     (["--max-memory", "0=20GiB"], "--max-memory needs --device-map"),
     (["--device-map", "auto", "--max-memory", "0=lots"], "--max-memory='0=lots' is invalid"),
+    (["--schemes", "template"], '--schemes: "template" needs --template'),          # the library says `template`
+    (["--schemes", "associated"], "(use --skip-bad to skip such records)"),          # the library says `skip_bad`
 ])
 def test_user_errors_are_one_line(tmp_path, capsys, extra, match):
     assert main(BASE[:-3] + extra + ["--out", str(tmp_path / "x")]) == 2

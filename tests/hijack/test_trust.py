@@ -239,11 +239,11 @@ def test_a_given_model_is_the_configs_or_is_fingerprinted_by_its_weights(tmp_pat
     assert prints[0] == prints[1]
     pd.testing.assert_frame_equal(_rows(tmp_path / "loaded"), _rows(tmp_path / "given"))
 
-    with pytest.raises(ConfigError, match="loaded from 'tiny-random-gpt2', its config names --model='tiny-random-llama'"):
+    with pytest.raises(ConfigError, match="loaded from 'tiny-random-gpt2', its config names model='tiny-random-llama'"):
         run_hijack(_config(cf), tmp_path / "other", progress=False, plot=False, lm=tiny_lms["gpt2"])
     assert not (tmp_path / "other").exists()
     half = load_causal_lm("tiny-random-llama", dtype="bfloat16")
-    with pytest.raises(ConfigError, match="is in bfloat16, its config says --dtype=float32"):
+    with pytest.raises(ConfigError, match="is in bfloat16, its config says dtype=float32"):
         run_hijack(_config(cf, dtype="float32"), tmp_path / "other", progress=False, plot=False, lm=half)
 
     built = tiny_random_lm("llama", seed=1)               # not what any spec loads: its weights identify it

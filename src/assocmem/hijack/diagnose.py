@@ -43,15 +43,15 @@ class DiagnoseConfig(Composed):
     top_k_gap: int = option(64, "Eigen-gap searched among the top k singular values.")
 
     def __post_init__(self):
-        object.__setattr__(self, "ns", as_tuple("--n", self.ns, int))
-        object.__setattr__(self, "schemes", as_tuple("--schemes", self.schemes))
-        check_int_range("--top-k-gap", self.top_k_gap, 1)
+        object.__setattr__(self, "ns", as_tuple("ns", self.ns, int))
+        object.__setattr__(self, "schemes", as_tuple("schemes", self.schemes))
+        check_int_range("top_k_gap", self.top_k_gap, 1)
         if not self.ns:
-            raise ConfigError("--n is invalid: give at least one n")
+            raise ConfigError("ns is invalid: give at least one n", field="ns")
         for n in self.ns:
-            check_int_range("--n", n, 0)
+            check_int_range("ns", n, 0)
         if not self.schemes:
-            raise ConfigError("--schemes is invalid: give at least one scheme")
+            raise ConfigError("schemes is invalid: give at least one scheme", field="schemes")
         for name in self.schemes:
             get_scheme(name, self.template)
 

@@ -223,8 +223,8 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def _check_heads(heads, n_layers: int, n_heads: int) -> None:
     for b, h in heads:
         if not (0 <= b < n_layers and 0 <= h < n_heads):
-            raise ConfigError(f"--scale-heads={b}.{h} is invalid: allowed blocks 0..{n_layers - 1} and heads "
-                              f"0..{n_heads - 1} for this model")
+            raise ConfigError(f"scale_heads={b}.{h} is invalid: allowed blocks 0..{n_layers - 1} and heads "
+                              f"0..{n_heads - 1} for this model", field="scale_heads")
 
 
 def _plain(obj):

@@ -70,18 +70,18 @@ class HijackConfig(Composed):
     chunk_size: int = option(256, "Records per resumable chunk.")
 
     def __post_init__(self):
-        schemes = as_tuple("--schemes", self.schemes)
+        schemes = as_tuple("schemes", self.schemes)
         if self.template and "template" not in schemes:
             schemes += ("template",)
         object.__setattr__(self, "schemes", schemes)
         if not self.schemes:
-            raise ConfigError("--schemes is empty: give at least one scheme")
+            raise ConfigError("schemes is empty: give at least one scheme", field="schemes")
         if len(set(self.schemes)) != len(self.schemes):
-            raise ConfigError(f"--schemes={list(self.schemes)!r} names a scheme twice")
+            raise ConfigError(f"schemes={list(self.schemes)!r} names a scheme twice", field="schemes")
         for name in self.schemes:
             get_scheme(name, self.template)  # unknown name / bad template → ConfigError
-        check_int_range("--max-n", self.max_n, 0)
-        check_int_range("--chunk-size", self.chunk_size, 1)
+        check_int_range("max_n", self.max_n, 0)
+        check_int_range("chunk_size", self.chunk_size, 1)
 
     @property
     def scheme_objects(self) -> list[Scheme]:
@@ -151,7 +151,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
     error, prints = (_check_out_dir(config, out, lm) if ctx.is_main else (None, None))
     error, prints = D.broadcast_object(ctx, (error, prints))
     if error:
-        raise ConfigError(error)
+        raise ConfigError(error, field="out" if error.startswith("out=") else None)
     finished = _finished_summary(config, out, progress, plot) if ctx.is_main else None
     finished = D.broadcast_object(ctx, finished)
     if finished is not None:
@@ -164,7 +164,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
         error = _check_loaded(out, prints, lm)
     error = D.broadcast_object(ctx, error if ctx.is_main else None)
     if error:
-        raise ConfigError(error)
+        raise ConfigError(error, field="out" if error.startswith("out=") else None)
     records = check_targets(lm.tokenizer, records, config.scoring.mode, config.data.skip_bad, skipped)
     pairs = _valid_pairs(records, config.scheme_objects, config.data.skip_bad, skipped)
     if ctx.is_main:  # every check passed: only now does the folder get its config
@@ -559,7 +559,7 @@ def check_targets(tokenizer, records: list[Record], mode: str, skip_bad: bool, s
             token = tokenizer.decode([true_ids[0]])
             bad = BadRecord(rec.case_id, f"in first-token mode target_true {rec.target_true!r} and target_false "
                                          f"{rec.target_false!r} share their first token {token!r} (a tie by "
-                                         "construction; use --mode full-target or mean-target)", "shared-first-token")
+                                         "construction; use `mode` full-target or mean-target)", "shared-first-token")
         if bad is None:
             good.append(rec)
             continue
@@ -598,28 +598,28 @@ def _check_out_dir(config: HijackConfig, out: Path, lm: LoadedLM) -> tuple[str |
     path = out / "config.json"
     started = any((out / "chunks").glob("chunk-*.parquet"))   # before any chunk, a new config just replaces
     if started and not path.is_file():
-        return (f"--out={str(out)!r} holds scored chunks but no config.json, so they cannot be checked; use a new "
-                "--out, or delete the folder to start over"), prints
+        return (f"out={str(out)!r} holds scored chunks but no config.json, so they cannot be checked; use a new "
+                "`out`, or delete the folder to start over"), prints
     if path.is_file() and started:
         try:
             old = read_json(path)
         except (OSError, ValueError) as err:
-            return (f"--out={str(out)!r}: its config.json is unreadable ({type(err).__name__}), so its chunks cannot "
-                    "be checked; use a new --out, or delete the folder to start over"), prints
+            return (f"out={str(out)!r}: its config.json is unreadable ({type(err).__name__}), so its chunks cannot "
+                    "be checked; use a new `out`, or delete the folder to start over"), prints
         old_prints = old.pop("fingerprints", None)
         if not old_prints:
-            return (f"--out={str(out)!r} holds a run that recorded no fingerprints (an older assocmem): its rows "
-                    "cannot be checked against this data, model and code; use a new --out"), prints
+            return (f"out={str(out)!r} holds a run that recorded no fingerprints (an older assocmem): its rows "
+                    "cannot be checked against this data, model and code; use a new `out`"), prints
         old = {k: v for k, v in flat_dict_of(old).items() if k not in _RESUMABLE}
         new = {k: v for k, v in flat_dict(config).items() if k not in _RESUMABLE}
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            return (f"--out={str(out)!r} holds a run with a different config ({', '.join(diff)}); "
-                    "use a new --out or the same options to resume"), prints
+            return (f"out={str(out)!r} holds a run with a different config ({', '.join(diff)}); "
+                    "use a new `out` or the same options to resume"), prints
         changed = what_changed(old_prints, prints)
         if changed:
-            return (f"--out={str(out)!r} holds a run computed from a different {'; '.join(changed)}: "
-                    "resuming would mix rows of both; use a new --out, or restore what changed"), prints
+            return (f"out={str(out)!r} holds a run computed from a different {'; '.join(changed)}: "
+                    "resuming would mix rows of both; use a new `out`, or restore what changed"), prints
         for key in ("commit", "tokenizer"):   # known once loaded: checked then (_check_loaded)
             if key in old_prints["model"]:
                 prints["model"][key] = old_prints["model"][key]
@@ -644,15 +644,15 @@ def _given_model(config: HijackConfig, lm: LoadedLM, recorded: dict) -> tuple[st
 
     if config.lm.dtype != "auto" and lm.dtype != resolve_dtype(config.lm.dtype):
         return (f"the model given to run_hijack is in {str(lm.dtype).removeprefix('torch.')}, its config says "
-                f"--dtype={config.lm.dtype}: load it with the config's own spec (config.lm.load())"), recorded
+                f"dtype={config.lm.dtype}: load it with the config's own spec (config.lm.load())"), recorded
     spec = getattr(lm, "spec", None)
     if spec is None:
         return None, {"spec": config.lm.model, "kind": "in-memory", "name": lm.name,
                       "sha256": weights_fingerprint(lm.model)}
     given, named = resolve_model(spec), resolve_model(config.lm.model)
     if (given.kind, given.location) != (named.kind, named.location):
-        return (f"the model given to run_hijack was loaded from {spec!r}, its config names --model="
-                f"{config.lm.model!r}: the run folder would record the wrong model; pass --model={spec!r} "
+        return (f"the model given to run_hijack was loaded from {spec!r}, its config names model="
+                f"{config.lm.model!r}: the run folder would record the wrong model; set model={spec!r} "
                 "in the config, or load the config's model (config.lm.load())"), recorded
     return None, recorded
 
@@ -702,8 +702,8 @@ def _check_loaded(out: Path, prints: dict, lm: LoadedLM) -> str | None:
     for key, value in now.items():
         recorded = prints["model"].get(key)
         if recorded and value and recorded != value:
-            return (f"--out={str(out)!r} holds a run of {prints['model']['spec']} with {key} {recorded[:12]}, "
-                    f"now {value[:12]}: the same weights would score other tokens; use a new --out"
+            return (f"out={str(out)!r} holds a run of {prints['model']['spec']} with {key} {recorded[:12]}, "
+                    f"now {value[:12]}: the same weights would score other tokens; use a new `out`"
                     + (", or pin the model to that commit" if key == "commit" else ""))
         prints["model"][key] = value
     return None

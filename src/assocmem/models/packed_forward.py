@@ -51,8 +51,8 @@ def mask_plan(model) -> MaskPlan:
     types = tuple(dict.fromkeys(getattr(config, "layer_types", None) or ()))
     unknown = [k for k in types if k not in (FULL, SLIDING)]
     if unknown:
-        raise ConfigError(f"--model: layer type(s) {', '.join(unknown)} of {type(model).__name__} are not "
-                          "supported by the packed scorer (full and sliding-window attention are)")
+        raise ConfigError(f"model: layer type(s) {', '.join(unknown)} of {type(model).__name__} are not "
+                          "supported by the packed scorer (full and sliding-window attention are)", field="model")
     if SLIDING in types:
         return MaskPlan(types, window) if FULL in types else MaskPlan(None, window)
     if types:
