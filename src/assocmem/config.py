@@ -127,9 +127,15 @@ def from_flat(cls: type, values: dict[str, Any], strict: bool = False) -> Any:
     """Build `cls` (nesting included) from {leaf name: value}; missing leaves keep their defaults,
     unknown names are ignored (e.g. an older run folder's fields) unless `strict`; lists become tuples."""
     if strict:
-        unknown = sorted(set(values) - {path[-1] for path, _, _ in leaves(cls)})
+        names = [path[-1] for path, _, _ in leaves(cls)]
+        unknown = sorted(set(values) - set(names))
         if unknown:
-            raise TypeError(f"{cls.__name__} has no setting {', '.join(unknown)}")
+            from assocmem.errors import ConfigError, did_you_mean
+
+            close = did_you_mean(unknown[0], names)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise ConfigError(f"{unknown[0]}={values[unknown[0]]!r} is invalid: {cls.__name__} has no setting "
+                              f"{', '.join(unknown)}{hint}", field=unknown[0])
     hints = get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
