@@ -68,6 +68,16 @@ def as_tuple(name: str, values: Any, item: type = str, allowed: str | None = Non
         raise bad_option(name, " ".join(map(str, seq)), allowed or kinds.get(item, "a list of values")) from None
 
 
+def int_tuple(name: str, values: Any, lo: int | None = None, hi: int | None = None) -> tuple[int, ...]:
+    """A non-empty list-valued setting of integers, each in [lo, hi] (`as_tuple`, then `check_int_range`)."""
+    out = as_tuple(name, values, int)
+    if not out:
+        raise bad_option(name, (), "at least one integer" + (f" >= {lo}" if lo is not None else ""))
+    for value in out:
+        check_int_range(name, value, lo, hi)
+    return out
+
+
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
     """Raise ConfigError unless `value` is one of `choices`."""
     choices = list(choices)

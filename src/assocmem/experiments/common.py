@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -57,27 +58,10 @@ def training(seeds: int = 3, steps: int = 500, batch_size: int = 128, lrs: tuple
 
 
 class TaskFields:
-    """A study declares its task once, as an LCAConfig (`lca`); these read its fields."""
+    """A study declares its task once, as an LCAConfig (`lca`); m, L, omega, beta, neighborhood read its fields."""
 
-    @property
-    def m(self) -> int:
-        return self.lca.m
-
-    @property
-    def L(self) -> int:
-        return self.lca.L
-
-    @property
-    def omega(self) -> float:
-        return self.lca.omega
-
-    @property
-    def beta(self) -> float:
-        return self.lca.beta
-
-    @property
-    def neighborhood(self) -> str:
-        return self.lca.neighborhood
+    m, L, omega, beta, neighborhood = (property(attrgetter(f"lca.{name}"))
+                                       for name in ("m", "L", "omega", "beta", "neighborhood"))
 
     def task(self) -> LCAConfig:
         return self.lca

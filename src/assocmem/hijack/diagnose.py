@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from assocmem.config import Composed, as_tuple, check_int_range, option, read_config, save_config
+from assocmem.config import Composed, check_int_range, int_tuple, option, read_config, save_config
 from assocmem.errors import ConfigError
 from assocmem.hijack import diagnostics as D
 from assocmem.hijack.counterfact import CounterFactSelection
-from assocmem.hijack.schemes import get_scheme
+from assocmem.hijack.schemes import scheme_names
 from assocmem.hijack.scoring import Batching
 from assocmem.models.spec import ModelSpec
 from assocmem.models.llm import LoadedLM
@@ -43,17 +43,9 @@ class DiagnoseConfig(Composed):
     top_k_gap: int = option(64, "Eigen-gap searched among the top k singular values.")
 
     def __post_init__(self):
-        object.__setattr__(self, "ns", as_tuple("ns", self.ns, int))
-        object.__setattr__(self, "schemes", as_tuple("schemes", self.schemes))
+        object.__setattr__(self, "ns", int_tuple("ns", self.ns, 0))
+        object.__setattr__(self, "schemes", scheme_names(self.schemes, self.template))
         check_int_range("top_k_gap", self.top_k_gap, 1)
-        if not self.ns:
-            raise ConfigError("ns is invalid: give at least one n", field="ns")
-        for n in self.ns:
-            check_int_range("ns", n, 0)
-        if not self.schemes:
-            raise ConfigError("schemes is invalid: give at least one scheme", field="schemes")
-        for name in self.schemes:
-            get_scheme(name, self.template)
 
 
 @dataclass

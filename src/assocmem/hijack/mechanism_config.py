@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from assocmem.config import Composed, as_tuple, check_choice, check_float_range, check_int_range, option
+from assocmem.config import Composed, as_tuple, check_choice, check_float_range, check_int_range, int_tuple, option
 from assocmem.errors import ConfigError, bad_option
 from assocmem.hijack.counterfact import CounterFactSelection
-from assocmem.hijack.schemes import get_scheme
+from assocmem.hijack.schemes import scheme_names
 from assocmem.hijack.scoring import Batching
 from assocmem.models.spec import ModelSpec
 
@@ -102,15 +102,10 @@ class MechanismConfig(Composed):
     template: str | None = option(None, 'Sentence of scheme "template".')
 
     def __post_init__(self):
-        for name in ("schemes", "variants", "layer_sets", "prompt_layer_sets", "components"):
+        for name in ("variants", "layer_sets", "prompt_layer_sets", "components"):
             object.__setattr__(self, name, as_tuple(name, getattr(self, name)))
-        object.__setattr__(self, "ns", as_tuple("ns", self.ns, int))
-        if not self.ns:
-            raise ConfigError("ns is invalid: give at least one n >= 1", field="ns")
-        for n in self.ns:
-            check_int_range("ns", n, 1)
-        if not self.schemes:
-            raise ConfigError("schemes is invalid: give at least one scheme", field="schemes")
+        object.__setattr__(self, "ns", int_tuple("ns", self.ns, 1))
+        object.__setattr__(self, "schemes", scheme_names(self.schemes, self.template))
         for name, values, allowed in (("variants", self.variants, VARIANTS),
                                       ("layer_sets", self.layer_sets, LAYER_SETS),
                                       ("prompt_layer_sets", self.prompt_layer_sets, LAYER_SETS),
@@ -131,8 +126,6 @@ class MechanismConfig(Composed):
         check_int_range("head_blocks", self.head_blocks, 1)
         check_float_range("min_shift", self.min_shift, 0.0)
         check_int_range("probe_tokens", self.probe_tokens, 1)
-        for scheme in self.schemes:
-            get_scheme(scheme, self.template)
 
     @property
     def seed(self) -> int:

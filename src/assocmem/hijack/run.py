@@ -39,7 +39,7 @@ from assocmem.hijack import distributed as D
 from assocmem.hijack.counterfact import BadRecord, CounterFactSelection, Record
 from assocmem.hijack.controls import with_mismatched_targets
 from assocmem.hijack.metrics import KNOWN_RULES, decide, directions, known, rates
-from assocmem.hijack.schemes import Scheme, get_scheme, prompt_parts, sentence
+from assocmem.hijack.schemes import Scheme, get_scheme, prompt_parts, scheme_names, sentence
 from assocmem.hijack.scoring import (Batching, ScoringConfig, collect, collect_ranks, encode_pairs, plan_requests,
                                      score_plan)
 from assocmem.io import read_json, write_json, write_parquet
@@ -73,13 +73,7 @@ class HijackConfig(Composed):
         schemes = as_tuple("schemes", self.schemes)
         if self.template and "template" not in schemes:
             schemes += ("template",)
-        object.__setattr__(self, "schemes", schemes)
-        if not self.schemes:
-            raise ConfigError("schemes is empty: give at least one scheme", field="schemes")
-        if len(set(self.schemes)) != len(self.schemes):
-            raise ConfigError(f"schemes={list(self.schemes)!r} names a scheme twice", field="schemes")
-        for name in self.schemes:
-            get_scheme(name, self.template)  # unknown name / bad template → ConfigError
+        object.__setattr__(self, "schemes", scheme_names(schemes, self.template))
         check_int_range("max_n", self.max_n, 0)
         check_int_range("chunk_size", self.chunk_size, 1)
 

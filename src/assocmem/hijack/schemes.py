@@ -84,6 +84,20 @@ def get_scheme(name: str, template: str | None = None) -> Scheme:
     return SCHEMES[name]
 
 
+def scheme_names(values, template: str | None = None, name: str = "schemes") -> tuple[str, ...]:
+    """The schemes a config names: at least one, none twice, each registered (or "template", with `template`)."""
+    from assocmem.config import as_tuple
+
+    names = as_tuple(name, values)
+    if not names:
+        raise ConfigError(f"{name} is invalid: give at least one scheme", field=name)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{name}={list(names)!r} names a scheme twice", field=name)
+    for scheme in names:
+        get_scheme(scheme, template)  # unknown name / bad template -> ConfigError
+    return names
+
+
 def template_scheme(template: str) -> Scheme:
     """A scheme from a user template, checked: only known {placeholders}, balanced braces."""
     fields = _check_template(template, "template")

@@ -17,6 +17,7 @@ import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -54,25 +55,8 @@ class TrainedModel:
     def gap_to_bayes(self) -> float:
         return self.bayes_optimal_accuracy - self.final_accuracy
 
-    @property
-    def task(self) -> LCAConfig:
-        return self.spec.task
-
-    @property
-    def model(self) -> ModelConfig:
-        return self.spec.model
-
-    @property
-    def lr(self) -> float:
-        return self.spec.lr
-
-    @property
-    def seed(self) -> int:
-        return self.spec.seed
-
-    @property
-    def label(self) -> str:
-        return self.spec.label
+    task, model, lr, seed, label = (property(attrgetter(f"spec.{name}"))
+                                    for name in ("task", "model", "lr", "seed", "label"))
 
     def entry(self, index: int) -> dict[str, Any]:
         """Its metadata entry in a weights file (`index`: its place in the set it is saved with)."""
