@@ -105,7 +105,8 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path):
 def test_skip_bad_counts_records_without_associations(tmp_path):
     with pytest.raises(BadRecord, match="no associated word"):
         run_hijack(_config(schemes=("associated",)), tmp_path / "a", progress=False, plot=False)
-    summary = run_hijack(_config(schemes=("associated", "not-think"), skip_bad=True), tmp_path / "b", progress=False, plot=False).summary
+    summary = run_hijack(_config(schemes=("associated", "not-think"), skip_bad=True), tmp_path / "b", progress=False,
+                         plot=False).summary
     assert summary["skipped"]["by_scheme"] == {"associated": 3}       # the three P176 (manufacturer) records
     assert summary["records_per_scheme"] == {"associated": 21, "not-think": 24}
     assert {i["case_id"] for i in summary["skipped"]["items"]} == {2764, 6258, 16797}

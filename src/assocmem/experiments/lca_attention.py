@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_std
-from assocmem.experiments.common import TaskFields, Training, training, accuracy_row, keep_best_lr, specs_for, stack, train_grid
+from assocmem.experiments.common import (TaskFields, Training, accuracy_row, keep_best_lr, specs_for, stack, train_grid,
+                                         training)
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import attention_by_cluster, attention_by_token
 from assocmem.lca.model import ModelConfig

@@ -118,7 +118,8 @@ class DefenceResult:
     chosen: dict
 
 
-def defend(lm: LoadedLM, data: Items, halves: dict[int, str], heads: Sequence[tuple[int, int]], settings: DefenceSettings,
+def defend(lm: LoadedLM, data: Items, halves: dict[int, str], heads: Sequence[tuple[int, int]],
+           settings: DefenceSettings,
            batching) -> DefenceResult:
     """Score every item of `data` undefended, with `heads` at each scale of `settings.scales`, and with every
     head of their blocks at 0; choose the scale on the choosing half; label the chosen rows "defence"."""

@@ -250,8 +250,9 @@ class HijackResult:
 
     def __repr__(self) -> str:
         where = f", folder={str(self.folder)!r}" if self.folder else ""
-        return (f"HijackResult(model={self.model!r}, records={self.summary['records']}, schemes={list(self.config.schemes)}, "
-                f"max_n={self.config.max_n}{where})")
+        config = self.summary["config"]
+        return (f"HijackResult(model={self.model!r}, records={self.summary['records']}, schemes={config['schemes']}, "
+                f"max_n={config['max_n']}{where})")
 
     def save(self, folder: str | Path) -> Path:
         """rows.parquet, summary.json and config.json (with the run's fingerprints, where it has them)."""

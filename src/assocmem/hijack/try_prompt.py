@@ -80,10 +80,12 @@ def check_fact(text: str, target_true: str, target_false: str, scheme: str, subj
     entry = get_scheme(scheme, template)
     if entry.mentions == "target_mismatched":
         raise ConfigError(f"scheme={scheme!r} names another CounterFact record's target, which a typed fact has "
-                          f"not: use {entry.control_of or 'not-think'} with that target as `target_false`", field="scheme")
+                          f"not: use {entry.control_of or 'not-think'} with that target as `target_false`",
+                          field="scheme")
     names_subject = entry.relation_form is not None or "{subject}" in (entry.sentence or "")
     if names_subject and subject is None:
-        raise ConfigError(f"scheme={scheme!r} names the subject: pass `subject` (a phrase of the prompt)", field="scheme")
+        raise ConfigError(f"scheme={scheme!r} names the subject: pass `subject` (a phrase of the prompt)",
+                          field="scheme")
     if entry.relation_form is not None and relation_id not in relation_templates():
         known = sorted(relation_templates())
         given = "" if relation_id == "user" else f" (`relation_id`={relation_id!r} has none)"

@@ -69,5 +69,6 @@ def protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         close = did_you_mean(name, list(PROTOCOLS), cutoff=0.5)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise ConfigError(f"protocol={name!r} is invalid: allowed one of {', '.join(PROTOCOLS)}{hint}", field="protocol")
+        raise ConfigError(f"protocol={name!r} is invalid: allowed one of {', '.join(PROTOCOLS)}{hint}",
+                          field="protocol")
     return PROTOCOLS[name]

@@ -161,7 +161,8 @@ class TrainedModels(Sequence):
             table = self.table
             columns = ("final_accuracy", "bayes_optimal_accuracy", "gap_to_bayes")
             write_json(folder / "summary.json", {
-                **extra, **({} if "config" in extra else train), "seeds": table["seed"].tolist(), **{c: table[c].tolist() for c in columns},
+                **extra, **({} if "config" in extra else train), "seeds": table["seed"].tolist(),
+                **{c: table[c].tolist() for c in columns},
                 "mean": {c: _mean(table[c]) for c in columns}, "models": table.to_dict(orient="records"),
                 "loss_curve": self.history.drop(columns="label").to_dict(orient="records"),
                 "weights": [p.name for p in fmt.folder_files(folder)]})

