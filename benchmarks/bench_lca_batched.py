@@ -30,7 +30,7 @@ from _results import append_row, cpu_name  # benchmarks/ is on sys.path when run
 from assocmem.io import write_json
 from assocmem.lca.model import ModelConfig
 from assocmem.lca.task import LCAConfig
-from assocmem.lca.train import TrainConfig, TrainResult, train_models
+from assocmem.lca.train import TrainConfig, TrainedModels, train_models
 from assocmem.runtime import resolve_device
 
 SECTION = "## LCA: batched training vs a loop"
@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     seeds = list(range(args.E))
 
-    def batched(c: TrainConfig = cfg) -> TrainResult:
+    def batched(c: TrainConfig = cfg) -> TrainedModels:
         return train_models(task, model, c, seeds, device=device)
 
-    def loop(c: TrainConfig = cfg) -> list[TrainResult]:
+    def loop(c: TrainConfig = cfg) -> list[TrainedModels]:
         return [train_models(task, model, c, [s], device=device) for s in seeds]
 
     warm = dataclasses.replace(cfg, steps=2, warmup_steps=0, eval_every=2)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     t_batched, res_batched, mem_batched = timed(batched, device)
     t_loop, res_loop, mem_loop = timed(loop, device)
     diff = max(
-        (res_batched.module.weights()[k][e] - r.module.weights()[k][0]).abs().max().item()
+        (res_batched.weights[k][e] - r.weights[k][0]).abs().max().item()
         for e, r in enumerate(res_loop) for k in ("W_E", "W_Q", "W_K", "W_V")
     )
     same_acc = all(a == r.final_accuracy[0] for a, r in zip(res_batched.final_accuracy, res_loop))

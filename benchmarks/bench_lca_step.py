@@ -76,7 +76,8 @@ def worker(args) -> dict:
            "ms_per_step": (t_long - t_short) / (long - short) * 1e3, "t_short": t_short, "t_long": t_long,
            "cpu_ms_per_step": (c_long - c_short) / (long - short) * 1e3}
     if args.weights_out:
-        torch.save({k: v.cpu() for k, v in result.module.weights().items()}, args.weights_out)
+        weights = result.module.weights() if hasattr(result, "module") else result.weights  # older checkouts
+        torch.save({k: v.cpu() for k, v in weights.items()}, args.weights_out)
     return out
 
 

@@ -77,13 +77,14 @@ def main() -> None:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_mechanism."))
     start = time.perf_counter()
     lm = load_causal_lm(config.lm.model, device=args.device, dtype="float32")
-    summary = run_mechanism(config, out, lm=lm)
+    result = run_mechanism(config, out, lm=lm)
+    summary = result.summary
     total = time.perf_counter() - start
     load_after = os.getloadavg()[0]
     stats = pd.DataFrame(summary["stats"])
     L = summary["layers"]
-    iv = pd.read_parquet(out / "interventions.parquet")
-    lengths = pd.read_parquet(out / "records.parquet").set_index(["scheme", "case_id", "n"])["length"]
+    iv = result.interventions
+    lengths = result.records.set_index(["scheme", "case_id", "n"])["length"]
     rerun = int(lengths.loc[list(zip(iv["scheme"], iv["case_id"], iv["n"]))].sum())
     ext = stats["extension_token_blocks"].sum() / L
     fed = ext + stats["plain_tokens"].sum()

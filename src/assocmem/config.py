@@ -52,14 +52,29 @@ def check_float_range(
         raise bad_option(name, value, f"a number in {left}{lo_s}, {hi_s}{right}")
 
 
-def int_list(name: str, values: Iterable[Any]) -> list[int]:
-    """Integers from option values (ints or their text); the error names the option."""
-    out = []
-    for v in values:
-        try:
-            out.append(int(v) if not isinstance(v, bool) else None)
-        except (TypeError, ValueError):
-            raise bad_option(name, " ".join(map(str, values)), "integers, e.g. 0 1 3") from None
+def as_tuple(name: str, values: Any, item: type = str, allowed: str | None = None) -> tuple:
+    """A list-valued setting as a tuple of `item`s: a sequence item by item, one value (e.g. a str) as a tuple
+    of one. A value `item` cannot read (a bool or a fraction for int) is a ConfigError naming the setting. The
+    one list parser of the configs (the command line first splits "a,b c" into items: cli.options.split_list)."""
+    seq = (values,) if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) else tuple(values)
+    kinds = {int: "integers, e.g. 0 1 3", float: "numbers, e.g. 0 0.5"}
+    try:
+        if item in (int, float) and any(isinstance(v, bool) for v in seq):
+            raise ValueError
+        if item is int and any(isinstance(v, float) and not v.is_integer() for v in seq):
+            raise ValueError
+        return tuple(item(v) for v in seq)
+    except (TypeError, ValueError):
+        raise bad_option(name, " ".join(map(str, seq)), allowed or kinds.get(item, "a list of values")) from None
+
+
+def int_tuple(name: str, values: Any, lo: int | None = None, hi: int | None = None) -> tuple[int, ...]:
+    """A non-empty list-valued setting of integers, each in [lo, hi] (`as_tuple`, then `check_int_range`)."""
+    out = as_tuple(name, values, int)
+    if not out:
+        raise bad_option(name, (), "at least one integer" + (f" >= {lo}" if lo is not None else ""))
+    for value in out:
+        check_int_range(name, value, lo, hi)
     return out
 
 
@@ -122,9 +137,15 @@ def from_flat(cls: type, values: dict[str, Any], strict: bool = False) -> Any:
     """Build `cls` (nesting included) from {leaf name: value}; missing leaves keep their defaults,
     unknown names are ignored (e.g. an older run folder's fields) unless `strict`; lists become tuples."""
     if strict:
-        unknown = sorted(set(values) - {path[-1] for path, _, _ in leaves(cls)})
+        names = [path[-1] for path, _, _ in leaves(cls)]
+        unknown = sorted(set(values) - set(names))
         if unknown:
-            raise TypeError(f"{cls.__name__} has no setting {', '.join(unknown)}")
+            from assocmem.errors import ConfigError, did_you_mean
+
+            close = did_you_mean(unknown[0], names)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise ConfigError(f"{unknown[0]}={values[unknown[0]]!r} is invalid: {cls.__name__} has no setting "
+                              f"{', '.join(unknown)}{hint}", field=unknown[0])
     hints = get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -138,6 +159,27 @@ def from_flat(cls: type, values: dict[str, Any], strict: bool = False) -> Any:
             v = values[f.name]
             kwargs[f.name] = tuple(v) if isinstance(v, list) else v
     return cls(**kwargs)
+
+
+def flat_dict_of(raw: dict) -> dict:
+    """{leaf: value} of a config.json dict, nested or flat (older folders); its "fingerprints" left out."""
+    out = {}
+    for key, value in raw.items():
+        if key == "fingerprints":
+            continue
+        out.update(flat_dict_of(value) if isinstance(value, dict) else {key: value})
+    return out
+
+
+def read_config(cls: type, raw: dict, **overrides: Any) -> Any:
+    """The config of a run folder's config.json (`overrides` replace leaves), or the raw dict where it cannot be
+    rebuilt here (it names a CounterFact file or model this machine lacks)."""
+    from assocmem.errors import ConfigError
+
+    try:
+        return from_flat(cls, {**flat_dict_of(raw), **overrides})
+    except ConfigError:
+        return raw
 
 
 class Composed:

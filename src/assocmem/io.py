@@ -58,6 +58,22 @@ def write_csv(path: str | Path, df) -> Path:
     return Path(path)
 
 
+def write_tables(folder: str | Path, tables: dict[str, Any], csv: Any = ()) -> None:
+    """Each DataFrame of `tables` as <name>.parquet in `folder`, and as <name>.csv too for the names in `csv`."""
+    for name, frame in tables.items():
+        write_parquet(Path(folder) / f"{name}.parquet", frame)
+        if name in csv:
+            write_csv(Path(folder) / f"{name}.csv", frame)
+
+
+def read_tables(folder: str | Path, names: Any) -> dict[str, Any]:
+    """{name: DataFrame} of the <name>.parquet files of `folder` (an empty DataFrame where one is missing)."""
+    import pandas as pd
+
+    return {name: pd.read_parquet(Path(folder) / f"{name}.parquet") if (Path(folder) / f"{name}.parquet").is_file()
+            else pd.DataFrame() for name in names}
+
+
 def read_json(path: str | Path) -> Any:
     with open(path) as fh:
         return json.load(fh)

@@ -27,9 +27,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assocmem import __version__
+
+if TYPE_CHECKING:
+    from assocmem.models.llm import LoadedLM
 
 COUNTERFACT_COPIES = {
     "d017056125178a13728594e66a801357a8db9ed7973a7425554bb4271de9fc6f": "official",
@@ -112,7 +115,7 @@ def weights_fingerprint(model) -> str:
     return h.hexdigest()
 
 
-def tokenizer_fingerprint(lm) -> str | None:
+def tokenizer_fingerprint(lm: LoadedLM) -> str | None:
     """sha256 of the loaded tokenizer's own serialisation: the same weights can come with another
     tokenizer (e.g. another transformers version's GGUF conversion), and the targets' tokens with it."""
     backend = getattr(lm.tokenizer, "backend_tokenizer", None)
@@ -121,7 +124,7 @@ def tokenizer_fingerprint(lm) -> str | None:
     return hashlib.sha256(backend.to_str().encode()).hexdigest()
 
 
-def hub_commit(lm) -> str | None:
+def hub_commit(lm: LoadedLM) -> str | None:
     """The hub revision a loaded model came from (transformers records it on the config)."""
     return getattr(lm.model.config, "_commit_hash", None)
 

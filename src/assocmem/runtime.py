@@ -17,14 +17,14 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise bad_option("--device", device, "auto, cpu, cuda, cuda:N, mps") from None
+        raise bad_option("device", device, "auto, cpu, cuda, cuda:N, mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise bad_option("--device", str(device), "cpu here (no CUDA device is visible)")
+        raise bad_option("device", str(device), "cpu here (no CUDA device is visible)")
     return dev
 
 
 def check_device(device: str) -> None:
-    """--device names a device this machine has (or auto)."""
+    """`device` names a device this machine has (or auto)."""
     resolve_device(device)
 
 
@@ -32,12 +32,12 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise bad_option("--dtype", dtype, "one of auto, " + ", ".join(_DTYPES))
+        raise bad_option("dtype", dtype, "one of auto, " + ", ".join(_DTYPES))
     return _DTYPES[dtype]
 
 
 def check_dtype(dtype: str) -> None:
-    """--dtype is `auto` (resolved when the model loads) or a dtype name."""
+    """`dtype` is auto (resolved when the model loads) or a dtype name."""
     if dtype != "auto":
         resolve_dtype(dtype)
 

@@ -78,7 +78,7 @@ def test_profiles_select_their_experiments():
     quick = [e.id for e in reg.select(None, "quick")]
     assert "paper-fig3a" in quick and "paper-c4" not in quick and "fig3a" in quick
     assert [e.id for e in reg.select(["paper-c2"], "paper")] == ["paper-c4", "paper-c2"]
-    with pytest.raises(ConfigError, match="--profile=quick"):
+    with pytest.raises(ConfigError, match="`profile`=quick"):
         reg.get("paper-c4").settings("quick")
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from assocmem.cli import main
-from assocmem.hijack.run import flat_dict_of
+from assocmem.config import flat_dict_of
 from assocmem.cli.hijack import app as hijack_app
 from assocmem.cli.options import join_multi_values, split_list
 
@@ -40,6 +40,8 @@ def test_schemes_accepts_space_comma_and_repeated_forms(tmp_path, form, capsys):
     (["--template", "{subjct} is fine"], "did you mean {subject}"),
     (["--max-memory", "0=20GiB"], "--max-memory needs --device-map"),
     (["--device-map", "auto", "--max-memory", "0=lots"], "--max-memory='0=lots' is invalid"),
+    (["--schemes", "template"], '--schemes: "template" needs --template'),          # the library says `template`
+    (["--schemes", "associated"], "(use --skip-bad to skip such records)"),          # the library says `skip_bad`
 ])
 def test_user_errors_are_one_line(tmp_path, capsys, extra, match):
     assert main(BASE[:-3] + extra + ["--out", str(tmp_path / "x")]) == 2

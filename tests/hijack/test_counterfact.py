@@ -108,7 +108,7 @@ def test_download_checks_sha_and_caches(tmp_path):
 def test_offline_download_names_the_option(tmp_path):
     with pytest.raises(ConfigError) as err:
         download_counterfact("http://127.0.0.1:9/counterfact.json", "0" * 64, tmp_path / "cf.json")
-    assert "--counterfact PATH" in str(err.value) and "\n" not in str(err.value)
+    assert "pass `counterfact` PATH" in str(err.value) and "\n" not in str(err.value)   # --counterfact on the CLI
     assert not (tmp_path / "cf.json").exists()
 
 
@@ -135,7 +135,7 @@ def test_one_lookup_for_every_command_in_its_order(tmp_path, monkeypatch):
         C.counterfact_path()
     monkeypatch.delenv(C.ENV_VAR)
     assert C.find_counterfact() is None and C.counterfact_path() == tmp_path / "downloaded.json"
-    with pytest.raises(ConfigError, match="--counterfact=.* is invalid: no such file"):
+    with pytest.raises(ConfigError, match="^counterfact=.* is invalid: no such file"):
         C.counterfact_path(tmp_path / "missing.json")
 
 

@@ -117,8 +117,10 @@ def _head_rows(means: dict[str, tuple[float, float]], k: int = 12, half: str = "
     for label, (ko, ctl) in means.items():
         for analysis, m in (("knockout", ko), ("control", ctl)):
             for i in range(k):
+                block, head = (int(p) for p in label.split("."))      # the columns the interventions table has
                 out.append({"scheme": "s", "n": 1, "analysis": analysis, "set_kind": "head", "label": label,
-                            "case_id": i, "half": half, "used": True, "restoration": m + rng.normal(0, 0.05)})
+                            "layer_lo": block, "layer_hi": block, "head": head, "case_id": i, "half": half,
+                            "used": True, "restoration": m + rng.normal(0, 0.05)})
     return pd.DataFrame(out)
 
 

@@ -204,7 +204,7 @@ def test_run_diagnose_writes_tables_figures_and_summary(tmp_path):
     path.write_text(json.dumps(records))
     config = DiagnoseConfig.of(model="tiny-random-gemma3", counterfact=str(path), records=3, ns=(0, 2),
                             schemes=("not-think", "reverse"), device="cpu")
-    summary = run_diagnose(config, tmp_path / "out")
+    summary = run_diagnose(config, tmp_path / "out").summary
     import pandas as pd
 
     for name in ("attention", "logit_lens", "embedding_spectrum"):

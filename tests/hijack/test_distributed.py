@@ -21,7 +21,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
     torch.set_num_threads(1)
-    summary = run_hijack(HijackConfig.of(**CONFIG), out, progress=False, plot=False)
+    summary = run_hijack(HijackConfig.of(**CONFIG), out, progress=False, plot=False).summary
     assert summary["records"] == 24          # every rank gets rank 0's summary
 
 

@@ -31,7 +31,7 @@ def test_bundled_gemma_golden_numbers_and_a_small_run(gemma, tmp_path):
 
     config = HijackConfig.of(model="gemma3-270m", schemes=("not-think", "reverse"), max_n=1, relations=("P190",),
                           counterfact=FIXTURE, device="cpu", batch_tokens=128)
-    summary = run_hijack(config, tmp_path, progress=False, lm=gemma)
+    summary = run_hijack(config, tmp_path, progress=False, lm=gemma).summary
     rows = pd.read_parquet(tmp_path / "rows.parquet")
     assert summary["records"] == 3 and len(rows) == 3 * 2 * 2
     assert rows["logp_true"].between(-40, 0).all() and rows["logp_false"].between(-40, 0).all()

@@ -54,7 +54,7 @@ def test_parse_max_memory_reads_devices_and_sizes():
 
     assert parse_max_memory(None) is None and parse_max_memory(" ") is None
     assert parse_max_memory("0=500MiB, 1 = 8GiB,cpu=64GB") == {0: "500MiB", 1: "8GiB", "cpu": "64GB"}
-    with pytest.raises(ConfigError, match="--max-memory='gpu0=1GiB' is invalid"):
+    with pytest.raises(ConfigError, match="^max_memory='gpu0=1GiB' is invalid"):
         parse_max_memory("gpu0=1GiB")
 
 

@@ -238,9 +238,9 @@ def test_layer_sets():
     assert M.layer_sets(3, ("window",), 4, 1) == []
 
 
-@pytest.mark.parametrize("kwargs, option", [({"ns": (0, 1)}, "--n"), ({"variants": ("query",)}, "--variants"),
-                                            ({"window": 0}, "--window"), ({"components": ("ffn",)}, "--components"),
-                                            ({"min_shift": -1.0}, "--min-shift"), ({"records": 0}, "--records")])
+@pytest.mark.parametrize("kwargs, option", [({"ns": (0, 1)}, "^ns="), ({"variants": ("query",)}, "^variants="),
+                                            ({"window": 0}, "^window="), ({"components": ("ffn",)}, "^components="),
+                                            ({"min_shift": -1.0}, "^min_shift="), ({"records": 0}, "^records=")])
 def test_bad_options_are_one_line_config_errors(kwargs, option):
     with pytest.raises(ConfigError, match=option) as err:
         M.MechanismConfig.of(**kwargs)
@@ -254,7 +254,7 @@ def test_run_mechanism_writes_tables_figures_and_summary(tmp_path, tiny_lms, cou
 
     config = M.MechanismConfig.of(model="tiny-random-gemma3", counterfact=str(counterfact_small), records=6,
                                   min_shift=0.0, window=1, stride=1, extra_records=4)
-    summary = run_mechanism(config, tmp_path, lm=tiny_lms["gemma3"])
+    summary = run_mechanism(config, tmp_path, lm=tiny_lms["gemma3"]).summary
     for name in ("records.parquet", "interventions.parquet", "restoration.parquet", "restoration.csv", "heads.csv",
                  "defence.parquet", "defence_records.parquet", "defence.csv", "knockout.png", "patching.png",
                  "heads.png", "defence.png", "summary.json", "config.json"):

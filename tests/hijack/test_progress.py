@@ -48,7 +48,7 @@ def test_a_resume_says_what_it_picked_up_and_a_finished_run_loads_no_model(tmp_p
         raise AssertionError("a finished run loaded its model")
 
     monkeypatch.setattr(ModelSpec, "load", no_load)
-    summary = run_hijack(_config(), tmp_path, progress=True, plot=True)
+    summary = run_hijack(_config(), tmp_path, progress=True, plot=True).summary
     err = capsys.readouterr().err
     assert f"{tmp_path}: finished earlier (5 chunks, 192 rows); nothing to score, the model is not loaded" in err
     assert summary["records"] == 24 and not _bar_counts(err) and (tmp_path / "rates.png").is_file()

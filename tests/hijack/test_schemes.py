@@ -74,7 +74,7 @@ def test_user_template_placeholders_are_checked():
         template_scheme("Not {}.")
     with pytest.raises(ConfigError, match="invalid"):
         template_scheme("Not {subject.")
-    with pytest.raises(ConfigError, match="--template"):
+    with pytest.raises(ConfigError, match="needs `template`"):        # --template on the command line
         get_scheme("template")
 
 

@@ -96,7 +96,7 @@ def test_equal_targets_are_a_bad_record(tmp_path):
     case = json.loads(cf.read_text())[2]["case_id"]
     with pytest.raises(BadRecord, match=f"case_id={case}: target_true .* and target_false .* are the same"):
         run_hijack(_config(cf), tmp_path / "a", progress=False, plot=False)
-    summary = run_hijack(_config(cf, skip_bad=True), tmp_path / "b", progress=False, plot=False)
+    summary = run_hijack(_config(cf, skip_bad=True), tmp_path / "b", progress=False, plot=False).summary
     assert summary["skipped"]["by_reason"] == {"equal-targets": 1} and summary["records"] == 23
     assert case not in set(_rows(tmp_path / "b")["case_id"])
 
@@ -112,9 +112,9 @@ def test_targets_sharing_their_first_token_are_bad_in_first_token_mode_only(tmp_
     case = json.loads(cf.read_text())[5]["case_id"]
     with pytest.raises(BadRecord, match=f"case_id={case}: in first-token mode .* share their first token"):
         run_hijack(_config(cf), tmp_path / "a", progress=False, plot=False)
-    summary = run_hijack(_config(cf, skip_bad=True), tmp_path / "b", progress=False, plot=False)
+    summary = run_hijack(_config(cf, skip_bad=True), tmp_path / "b", progress=False, plot=False).summary
     assert summary["skipped"]["by_reason"] == {"shared-first-token": 1}
-    summary = run_hijack(_config(cf, mode="mean-target"), tmp_path / "c", progress=False, plot=False)
+    summary = run_hijack(_config(cf, mode="mean-target"), tmp_path / "c", progress=False, plot=False).summary
     assert summary["skipped"]["count"] == 0                       # full targets differ: measurable
 
 
@@ -125,7 +125,7 @@ def test_a_damaged_chunk_is_recomputed_and_said_so(tmp_path, capsys):
     chunk = tmp_path / "damaged" / "chunks" / "chunk-00002.parquet"
     chunk.write_bytes(chunk.read_bytes()[:100])                        # truncated
     (tmp_path / "damaged" / "chunks" / "chunk-00004.parquet").write_text("not parquet")
-    summary = run_hijack(_config(cf), tmp_path / "damaged", progress=False, plot=False)
+    summary = run_hijack(_config(cf), tmp_path / "damaged", progress=False, plot=False).summary
     err = capsys.readouterr().err
     assert "chunk-00002.parquet is damaged" in err and "chunk-00004.parquet is damaged" in err
     assert len(summary["recomputed_chunks"]) == 2
@@ -214,7 +214,7 @@ def test_a_resume_with_another_tokenizer_is_refused(tmp_path, tiny_lms):
 def test_verify_reads_a_folder_older_than_fingerprints(tmp_path):
     """A run folder written before this version (flat config.json, no fingerprints, no dtype in the
     summary) is re-checked against the files its config names, and says so."""
-    from assocmem.hijack.run import flat_dict_of
+    from assocmem.config import flat_dict_of
 
     cf = _copy_fixture(tmp_path)
     run_hijack(_config(cf), tmp_path / "run", progress=False, plot=False)
@@ -239,11 +239,11 @@ def test_a_given_model_is_the_configs_or_is_fingerprinted_by_its_weights(tmp_pat
     assert prints[0] == prints[1]
     pd.testing.assert_frame_equal(_rows(tmp_path / "loaded"), _rows(tmp_path / "given"))
 
-    with pytest.raises(ConfigError, match="loaded from 'tiny-random-gpt2', its config names --model='tiny-random-llama'"):
+    with pytest.raises(ConfigError, match="loaded from 'tiny-random-gpt2', its config names model='tiny-random-llama'"):
         run_hijack(_config(cf), tmp_path / "other", progress=False, plot=False, lm=tiny_lms["gpt2"])
     assert not (tmp_path / "other").exists()
     half = load_causal_lm("tiny-random-llama", dtype="bfloat16")
-    with pytest.raises(ConfigError, match="is in bfloat16, its config says --dtype=float32"):
+    with pytest.raises(ConfigError, match="is in bfloat16, its config says dtype=float32"):
         run_hijack(_config(cf, dtype="float32"), tmp_path / "other", progress=False, plot=False, lm=half)
 
     built = tiny_random_lm("llama", seed=1)               # not what any spec loads: its weights identify it
@@ -297,7 +297,7 @@ def test_the_same_file_under_another_path_resumes_and_another_file_under_the_sam
     link = tmp_path / "elsewhere"
     link.mkdir()
     (link / "same.json").write_bytes(cf.read_bytes())
-    summary = run_hijack(_config(link / "same.json"), tmp_path / "run", progress=False, plot=False)
+    summary = run_hijack(_config(link / "same.json"), tmp_path / "run", progress=False, plot=False).summary
     assert summary["records"] == 24 and summary["counterfact"] == str((link / "same.json").resolve())
     (link / "same.json").write_text(cf.read_text().replace("Russian", "Italian"))
     (tmp_path / "run" / "rows.parquet").unlink()

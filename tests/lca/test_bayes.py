@@ -141,7 +141,7 @@ def test_bayes_is_above_a_briefly_trained_model() -> None:
                                                     warmup_steps=10, bayes=False), seeds=[0, 1]
     )
     x, y = sample_batch(config, 8_000, torch.Generator().manual_seed(3))
-    trained = evaluate_weights(result.module.weights(), config, x, y)  # (2,)
+    trained = evaluate_weights(result.weights, config, x, y)  # (2,)
     ceiling = bayes.expected_accuracy_on(config, x, y)
     assert float(trained.min()) > 0.2  # above chance 1/8: it learned, so the comparison means something
     assert float(trained.max()) <= ceiling + 3 * math.sqrt(0.25 / len(y))

@@ -7,7 +7,6 @@ from safetensors.torch import load_file
 
 from assocmem.cli import main
 from assocmem.io import read_json
-from assocmem.cli.lca import parse_seeds
 
 TINY = ["--m", "3", "--L", "8", "--d", "8", "--steps", "12", "--batch-size", "16", "--warmup-steps", "2",
         "--eval-every", "6", "--eval-samples", "128", "--device", "cpu", "--no-progress"]
@@ -28,19 +27,18 @@ def test_train_writes_summary_weights_and_prints_a_table(tmp_path, capsys):
     gap = summary["bayes_optimal_accuracy"][1] - summary["final_accuracy"][1]
     assert summary["gap_to_bayes"][1] == pytest.approx(gap)
     assert {row["step"] for row in summary["loss_curve"]} == {6, 12}
-    assert set(summary["loss_curve"][0]) == {"step", "seed", "loss", "accuracy"}
+    assert set(summary["loss_curve"][0]) == {"model", "step", "seed", "loss", "accuracy"}
     weights = load_file(out / "weights.safetensors")
     assert weights["W_E"].shape == (3, 8, 8) and weights["W_V"].shape == (3, 8, 8)
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
 
 
-@pytest.mark.parametrize(
-    "values, extra, seeds",
-    [(["0"], ["1", "2"], [0, 1, 2]), (["0,1,2"], None, [0, 1, 2]), (["0 1"], None, [0, 1]),
-     (["3", "4"], None, [3, 4]), (None, None, [0])],
-)
-def test_seed_forms(values, extra, seeds):
-    assert parse_seeds(values, extra) == seeds
+@pytest.mark.parametrize("argv, seeds", [(["--seeds", "0", "1", "2"], [0, 1, 2]), (["--seeds", "0,1,2"], [0, 1, 2]),
+                                         (["--seeds", "0 1"], [0, 1]), (["--seeds", "3", "--seeds", "4"], [3, 4]),
+                                         ([], [0])])
+def test_seed_forms(tmp_path, argv, seeds):
+    assert main(["lca", "train", *TINY, *argv, "--out", str(tmp_path / "run")]) == 0
+    assert read_json(tmp_path / "run" / "summary.json")["seeds"] == seeds
 
 
 @pytest.mark.parametrize(
@@ -54,9 +52,10 @@ def test_seed_forms(values, extra, seeds):
         (["--d-a", "0"], "--d-a=0", "[1, inf]"),
         (["--neighborhood", "ring"], "--neighborhood='ring'", "all, hamming1, cluster1, cluster2"),
         (["--m", "2", "--neighborhood", "cluster2"], "--neighborhood='cluster2' is empty for m=2", "m >= 3"),
+        (["--init", "torch", "--init-std", "0.1"], "--init-std=0.1", "None with init='torch'"),
         (["--seeds", "0", "x"], "--seeds=", "non-negative integers"),
-        (["--seeds", "1", "1"], "--seeds=", "distinct"),
-        (["7"], "argument=", "seeds go after --seeds"),
+        (["--protocol", "papr"], "--protocol='papr'", "ours, paper (did you mean paper?)"),
+        (["--betas", "0.9"], "--betas=(0.9,)", "two numbers"),
         (["--schedule", "step"], "--schedule='step'", "constant, cosine"),
     ],
 )
@@ -66,6 +65,24 @@ def test_bad_input_is_one_line_naming_the_option(tmp_path, capsys, argv, option,
     assert err.count("\n") == 0 and err.startswith("error: ")
     assert option in err and allowed in err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_stray_argument_is_a_usage_error(tmp_path, capsys):
+    assert main(["lca", "train", "--out", str(tmp_path / "x"), "7"]) == 2
+    assert "7" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_protocol_preset_sits_under_the_options_given(tmp_path):
+    """--protocol paper is the authors' protocol (lca.protocols); an option given on top changes only itself."""
+    from assocmem.lca.protocols import protocol
+
+    assert main(["lca", "train", *TINY, "--protocol", "paper", "--out", str(tmp_path / "run")]) == 0
+    config = read_json(tmp_path / "run" / "summary.json")["config"]
+    paper = protocol("paper").train
+    assert config["protocol"] == "paper" and config["task"]["extra_tokens"] == 1 and config["model"]["init"] == "torch"
+    assert config["train"]["steps"] == 12 and config["train"]["warmup_steps"] == 2        # given
+    assert config["train"]["betas"] == list(paper.betas) and config["train"]["schedule"] == paper.schedule
+    assert config["train"]["batch_size"] == 16 and paper.batch_size == 256
 
 
 def test_unparsable_number_is_a_usage_error(tmp_path, capsys):
@@ -97,7 +114,7 @@ def test_an_existing_folder_is_refused_before_training(tmp_path, capsys):
     assert main(["lca", "train", *TINY, "--steps", "6", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"error: --out='{out}' is invalid: allowed a new or empty folder (it holds summary.json, "
-                   "weights.safetensors); use a new --out, or delete it to train again")
+                   "weights.safetensors); choose another folder, or delete it to train again")
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before      # nothing overwritten
     (tmp_path / "empty").mkdir()
     assert main(["lca", "train", *TINY, "--out", str(tmp_path / "empty")]) == 0

@@ -11,15 +11,9 @@ from scipy.stats import chisquare
 from assocmem.errors import ConfigError
 from assocmem.lca.model import ModelConfig, OneLayerTransformer
 from assocmem.lca.task import LCAConfig, Sampler, context_table, pi_table, sample_batch
-from assocmem.lca.train import (
-    BatchedAdamW,
-    RunSpec,
-    TrainConfig,
-    count_correct,
-    evaluate_accuracy,
-    train_models,
-    train_sweep,
-)
+from assocmem.lca.accuracy import accuracy as model_accuracy
+from assocmem.lca.accuracy import correct
+from assocmem.lca.train import BatchedAdamW, RunSpec, TrainConfig, TrainedModels, train_models, train_sweep
 
 TINY = TrainConfig(steps=30, batch_size=32, lr=0.01, warmup_steps=5, eval_every=10, eval_samples=256)
 TASK = LCAConfig(m=3, L=8, omega=0.5)
@@ -86,8 +80,8 @@ def test_batched_training_equals_training_each_model_alone():
     batched = train_models(TASK, MODEL, TINY, seeds=[0, 1, 2])
     for e, seed in enumerate([0, 1, 2]):
         alone = train_models(TASK, MODEL, TINY, seeds=[seed])
-        for name, w in alone.module.weights().items():
-            torch.testing.assert_close(batched.module.weights()[name][e : e + 1], w, rtol=1e-5, atol=1e-6)
+        for name, w in alone.weights.items():
+            torch.testing.assert_close(batched.weights[name][e : e + 1], w, rtol=1e-5, atol=1e-6)
         assert batched.final_accuracy[e] == alone.final_accuracy[0]
         assert batched.bayes_optimal_accuracy[e] == alone.bayes_optimal_accuracy[0]
 
@@ -104,7 +98,7 @@ def test_sweep_batches_by_shape_and_keeps_each_model_its_own_task_and_lr():
     assert results[1].weights["W_E"].shape == (1, 4, 8)
     for spec, result in zip(specs, results):
         alone = train_models(spec.task, spec.model, TINY, seeds=[spec.seed], lr=spec.lr)
-        for name, w in alone.module.weights().items():
+        for name, w in alone.weights.items():
             torch.testing.assert_close(result.weights[name], w, rtol=1e-5, atol=1e-6)
         assert result.final_accuracy == alone.final_accuracy[0]
         assert list(result.history.columns) == ["step", "loss", "accuracy"]
@@ -114,15 +108,15 @@ def test_sweep_batches_by_shape_and_keeps_each_model_its_own_task_and_lr():
 def test_same_seed_gives_identical_results():
     a = train_models(TASK, MODEL, TINY, seeds=[7])
     b = train_models(TASK, MODEL, TINY, seeds=[7])
-    for name in a.module.weights():
-        assert torch.equal(a.module.weights()[name], b.module.weights()[name])
+    for name in a.weights:
+        assert torch.equal(a.weights[name], b.weights[name])
     assert a.history.equals(b.history)
 
 
 def test_frozen_matrices_stay_at_their_init():
     config = ModelConfig(d=8, freeze_value=True, freeze_embedding=True)
     init = OneLayerTransformer.from_seeds(TASK.V, config, [3]).weights()
-    trained = train_models(TASK, config, TINY, seeds=[3]).module.weights()
+    trained = train_models(TASK, config, TINY, seeds=[3]).weights
     assert torch.equal(trained["W_V"], init["W_V"]) and torch.equal(trained["W_E"], init["W_E"])
     assert not torch.equal(trained["W_Q"], init["W_Q"])
 
@@ -139,15 +133,32 @@ def test_training_learns_and_reports_history_and_bayes():
     assert accuracy - 0.03 < bayes < accuracy + 0.06
 
 
-def test_evaluate_accuracy_scores_every_model_on_the_same_samples():
+def test_accuracy_scores_every_model_on_the_same_samples():
     module = OneLayerTransformer.from_seeds(TASK.V, MODEL, [0, 1])
-    accuracy = evaluate_accuracy(module.weights(), TASK, 500, torch.Generator().manual_seed(0), "cpu")
     x, y = sample_batch(TASK, 500, torch.Generator().manual_seed(0))
+    accuracy = model_accuracy(module.weights(), x, y)
     logits = module(x).logits
     expected = (logits.argmax(-1) == y).double().mean(-1)
     assert accuracy.shape == (2,)
     torch.testing.assert_close(accuracy, expected)
-    assert torch.equal(count_correct(module.weights(), x, y), (logits.argmax(-1) == y).sum(-1).double())  # no ties here
+    assert torch.equal(correct(module.weights(), x, y), (logits.argmax(-1) == y).double())  # no ties here
+
+
+def test_trained_models_are_one_typed_result_that_a_folder_keeps(tmp_path):
+    """train_models gives TrainedModels: stacked weights, a table, a long history; save and load keep all of it."""
+    models = train_models(TASK, MODEL, TINY, seeds=[4, 5])
+    assert models.W_V.shape == (2, 8, 8) and models.specs[1].seed == 5
+    table = models.table
+    assert list(table["seed"]) == [4, 5] and list(table["final_accuracy"]) == models.final_accuracy
+    assert (table["gap_to_bayes"] == table["bayes_optimal_accuracy"] - table["final_accuracy"]).all()
+    assert set(models.history["step"]) == {10, 20, 30} and len(models.history) == 6
+    assert models.select(seed=5)[0] is models[1]
+    back = TrainedModels.load(models.save(tmp_path / "run"))
+    assert back.train == TINY and back.specs == models.specs and back.final_accuracy == models.final_accuracy
+    for name, w in models.weights.items():
+        assert torch.equal(back.weights[name], w)
+    for a, b in zip(models, back):
+        assert a.history.equals(b.history)
 
 
 def test_schedule_and_config_validation():
@@ -177,7 +188,7 @@ def test_arms_with_different_switches_and_inits_train_as_one_batch_and_equal_eac
     assert len({r.weights["W_E"].shape for r in results}) == 1  # one shape: (1, 8, 9)
     for spec, result in zip(specs, results):
         alone = train_models(spec.task, spec.model, cfg, seeds=[spec.seed], lr=spec.lr)
-        for name, w in alone.module.weights().items():
+        for name, w in alone.weights.items():
             torch.testing.assert_close(result.weights[name], w, rtol=1e-5, atol=1e-6)
         assert result.final_accuracy == alone.final_accuracy[0]
     init = OneLayerTransformer.from_seeds(9, specs[2].model, [2]).weights()

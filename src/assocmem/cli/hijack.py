@@ -54,7 +54,7 @@ def hijack(config: HijackConfig, ctx: typer.Context = None, out: Path | None = N
 
     if out is None:
         raise ConfigError("--out is required: the run folder (e.g. --out runs/hijack)")
-    summary = run_hijack(config, out, progress=not quiet)
+    summary = run_hijack(config, out, progress=not quiet).summary
     lines = [f"{summary['model']} ({summary['mode']}), {summary['records']} records, "
              f"{summary['skipped']['count']} skipped"]
     for scheme, d in summary["directions"].items():
@@ -98,7 +98,7 @@ def diagnose(config: DiagnoseConfig, out: Path | None = None) -> None:
     from assocmem.hijack.diagnose import run_diagnose
 
     out = out or Path("runs/diagnose")
-    summary = run_diagnose(config, out)
+    summary = run_diagnose(config, out).summary
     typer.echo(f"diagnose: {summary['prompts']} prompts from {summary['records']} records "
                f"({summary['skipped']} skipped) in {summary['seconds']['total']:.1f} s -> {out}")
 
@@ -138,7 +138,7 @@ def mechanism(config: MechanismConfig, out: Path | None = None) -> None:
     from assocmem.hijack.mechanism_report import run_mechanism
 
     out = out or Path("runs/mechanism")
-    summary = run_mechanism(config, out)
+    summary = run_mechanism(config, out).summary
     typer.echo(f"mechanism: {summary['model']}, {summary['interventions']} interventions in "
                f"{summary['seconds']['total']:.1f} s -> {out}")
     _echo_schemes(summary)
@@ -149,7 +149,7 @@ def defend(config: DefendConfig, out: Path | None = None) -> None:
     from assocmem.hijack.mechanism_report import run_mechanism
 
     out = out or Path("runs/defend")
-    summary = run_mechanism(config.mechanism(), out)
+    summary = run_mechanism(config.mechanism(), out).summary
     typer.echo(f"defend: {summary['model']} in {summary['seconds']['total']:.1f} s -> {out}")
     _echo_schemes(summary)
 

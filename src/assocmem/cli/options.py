@@ -164,18 +164,35 @@ class ListGroup(TyperGroup):
         return super().parse_args(ctx, join_multi_values(args, self.list_options, stop=set(self.commands)))
 
 
-def build(cls: type, values: dict[str, Any]) -> Any:
-    """The config from the parsed option values (a list option left empty keeps the default)."""
+def build(cls: type, values: dict[str, Any], given: set[str] | None = None) -> Any:
+    """The config from the parsed option values (a list option left empty keeps the default).
+
+    A config built in layers (`LAYERED`, e.g. a preset under the options given: `LCATrainConfig.of`) gets only
+    the options in `given` (typed on the command line), through its `of`."""
     by_name = {leaf.name: leaf for leaf in config_leaves(cls)}
+    layered = getattr(cls, "LAYERED", False) and given is not None
     leaf_values = {}
     for name, value in values.items():
         leaf = by_name[name]
+        if layered and name not in given:
+            continue
         if leaf.is_list:
             value = split_list(value)
             if value is None:
                 continue
         leaf_values[name] = value
-    return from_flat(cls, leaf_values, strict=True)
+    return cls.of(**leaf_values) if layered else from_flat(cls, leaf_values, strict=True)
+
+
+def flags_of(cls: type, extra: Sequence[inspect.Parameter] = ()) -> dict[str, str]:
+    """{field or parameter name: its flag} of a generated command: how a library error naming a field is
+    shown on the command line (errors.ConfigError.for_flags)."""
+    out = {leaf.name: leaf.flag for leaf in config_leaves(cls)}
+    for p in extra:
+        decls = [d for d in getattr(p.default, "param_decls", ()) or () if d.startswith("--")]
+        if decls:
+            out[p.name] = decls[0].split("/")[0]
+    return out
 
 
 def config_function(cls: type, handler: Callable[..., None], extra: Sequence[inspect.Parameter] = (),
@@ -189,17 +206,32 @@ def config_function(cls: type, handler: Callable[..., None], extra: Sequence[ins
     if clash:
         raise ValueError(f"{cls.__name__}: extra parameters {sorted(clash)} are also config fields")
 
-    def command(**kwargs):
-        if kwargs.get("ctx") is not None and getattr(kwargs["ctx"], "invoked_subcommand", None):
-            return None
-        config = build(cls, {k: v for k, v in kwargs.items() if k in names})
-        return handler(config, **{k: v for k, v in kwargs.items() if k in extra_names})
+    flags = flags_of(cls, extra)
+    has_ctx = any(p.annotation is typer.Context for p in extra)
 
-    params = [*extra, *[_parameter(leaf) for leaf in leaves_]]
+    def command(**kwargs):
+        ctx = kwargs.pop("_ctx", None) or kwargs.get("ctx")
+        if ctx is not None and getattr(ctx, "invoked_subcommand", None):
+            return None
+        given = None if ctx is None else {n for n in names if _typed(ctx, n)}
+        try:
+            config = build(cls, {k: v for k, v in kwargs.items() if k in names}, given)
+            return handler(config, **{k: v for k, v in kwargs.items() if k in extra_names})
+        except ConfigError as err:
+            raise err.for_flags(flags) from None
+
+    context = [] if has_ctx else [inspect.Parameter("_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+    params = [*context, *extra, *[_parameter(leaf) for leaf in leaves_]]
     command.__signature__ = inspect.Signature(params)
     command.__doc__ = doc or handler.__doc__
     command.__name__ = handler.__name__
     return command
+
+
+def _typed(ctx, name: str) -> bool:
+    """Whether the option `name` was given on the command line (not its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def extra_option(name: str, annotation: Any, default: Any, *flags: str, help: str = "", **kw) -> inspect.Parameter:

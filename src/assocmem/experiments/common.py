@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,7 @@ from assocmem.experiments.claims import mean_std
 from assocmem.experiments.registry import Context
 from assocmem.lca.model import ModelConfig
 from assocmem.lca.task import LCAConfig
-from assocmem.lca import weights
-from assocmem.lca.train import RunSpec, TrainConfig, TrainedModel, shape_key, train_sweep
-from assocmem.lca.weights import StoredModel
+from assocmem.lca.train import RunSpec, TrainConfig, TrainedModel, TrainedModels, shape_key, train_sweep
 
 BAYES_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.8}
 
@@ -59,27 +58,10 @@ def training(seeds: int = 3, steps: int = 500, batch_size: int = 128, lrs: tuple
 
 
 class TaskFields:
-    """A study declares its task once, as an LCAConfig (`lca`); these read its fields."""
+    """A study declares its task once, as an LCAConfig (`lca`); m, L, omega, beta, neighborhood read its fields."""
 
-    @property
-    def m(self) -> int:
-        return self.lca.m
-
-    @property
-    def L(self) -> int:
-        return self.lca.L
-
-    @property
-    def omega(self) -> float:
-        return self.lca.omega
-
-    @property
-    def beta(self) -> float:
-        return self.lca.beta
-
-    @property
-    def neighborhood(self) -> str:
-        return self.lca.neighborhood
+    m, L, omega, beta, neighborhood = (property(attrgetter(f"lca.{name}"))
+                                       for name in ("m", "L", "omega", "beta", "neighborhood"))
 
     def task(self) -> LCAConfig:
         return self.lca
@@ -126,24 +108,14 @@ def keep_best_lr(models: Sequence[TrainedModel]) -> list[TrainedModel]:
 
 
 def save_models(models: Sequence[TrainedModel], folder: Path) -> None:
-    """The models in the one weights format (lca.weights: one file per shape), readable by `load_models`."""
-    groups: dict[tuple, list[TrainedModel]] = defaultdict(list)
-    for m in models:
-        groups[tuple(tuple(m.weights[n].shape) for n in weights.NAMES)].append(m)
-    weights.write_folder(folder, [({n: torch.cat([m.weights[n] for m in ms]) for n in weights.NAMES},
-                                   [weights.entry_of(m.spec, m.final_accuracy, m.bayes_optimal_accuracy) for m in ms])
-                                  for ms in groups.values()])
+    """The models' weights in the one weights format (one file per shape), readable by `load_models`."""
+    TrainedModels(list(models)).save(folder, weights_only=True)
 
 
-def as_stored(m: TrainedModel) -> StoredModel:
-    """A just-trained model in the form `load_models` gives (no round trip through the file)."""
-    return StoredModel(m.spec.task, m.spec.model, m.spec.lr, m.spec.seed, m.spec.label, m.final_accuracy,
-                       m.bayes_optimal_accuracy, m.weights)
-
-
-def load_models(folder: Path, device: torch.device, where: Callable[[StoredModel], bool] | None = None) -> list[StoredModel]:
+def load_models(folder: Path, device: torch.device,
+                where: Callable[[TrainedModel], bool] | None = None) -> list[TrainedModel]:
     """The models saved in `folder` (by `save_models` or `assocmem lca train`), optionally filtered."""
-    return [m for m in weights.read_folder(folder, device) if where is None or where(m)]
+    return [m for m in TrainedModels.load(folder, device) if where is None or where(m)]
 
 
 def stack(models: Iterable[Any]) -> dict[str, torch.Tensor]:
@@ -157,12 +129,6 @@ def accuracy_row(setting: str, quantity: str, accs: Sequence[float], bayes: Sequ
     mean, std = mean_std(accs)
     bayes_mean = sum(bayes) / len(bayes)
     return {"setting": setting, "quantity": quantity, "ours": mean, "err": std, "bayes": bayes_mean, "n": len(accs)}
-
-
-def generator(seed: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
 
 
 def draw_bayes(ax, x, bayes, label: str = "Bayes-optimal", color: str = "black") -> None:

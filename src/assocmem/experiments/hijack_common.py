@@ -16,6 +16,7 @@ from assocmem.experiments.registry import LLM_DTYPE, Context
 from assocmem.hijack.counterfact import CounterFactSelection
 from assocmem.hijack.scoring import ScoringConfig
 from assocmem.models.spec import ModelSpec
+from assocmem.models.llm import LoadedLM
 
 # Keep loaded models while their parameters add up to at most this many (both bundled models fit);
 # a larger model evicts the others, so a list of 7B models never holds two at once.
@@ -53,7 +54,7 @@ def load_lm(ctx: Context, spec: str):
     return cache[spec]
 
 
-def parameters(lm) -> int:
+def parameters(lm: LoadedLM) -> int:
     return sum(p.numel() for p in lm.model.parameters())
 
 
@@ -73,16 +74,17 @@ def run_study(s: HijackStudy, ctx: Context) -> tuple[pd.DataFrame, dict[str, dic
         config = HijackConfig(lm=ModelSpec(spec, device=str(ctx.device), dtype=LLM_DTYPE),
                               data=replace(s.data, counterfact=str(ctx.counterfact) if ctx.counterfact else None),
                               scoring=s.scoring, schemes=s.schemes, max_n=s.max_n)
-        folder = ctx.work_dir / lm.name
-        summaries[lm.name] = run_hijack(config, folder, progress=False, lm=lm, plot=False)
-        frames.append(pd.read_parquet(folder / "rows.parquet").assign(model=lm.name))
+        result = run_hijack(config, ctx.work_dir / lm.name, progress=False, lm=lm, plot=False)
+        summaries[lm.name] = result.summary
+        frames.append(result.rows.assign(model=lm.name))
     return pd.concat(frames, ignore_index=True), summaries
 
 
 def model_rows(folder: Path, models: list[str]) -> pd.DataFrame:
     """The rows a finished experiment scored, every model's, with a `model` column."""
-    return pd.concat([pd.read_parquet(Path(folder) / m / "rows.parquet").assign(model=m) for m in models],
-                     ignore_index=True)
+    from assocmem.hijack.run import HijackResult
+
+    return pd.concat([HijackResult.load(Path(folder) / m).rows.assign(model=m) for m in models], ignore_index=True)
 
 
 def sample_rows(ctx: Context, schemes: tuple[str, ...]) -> pd.DataFrame:

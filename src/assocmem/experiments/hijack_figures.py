@@ -386,7 +386,7 @@ def run_diagnostics(s: DiagnosticsStudy, ctx: Context) -> Result:
         config = DiagnoseConfig(lm=ModelSpec(spec, device=str(ctx.device), dtype=LLM_DTYPE),
                                 selection=replace(s.selection, counterfact=str(ctx.counterfact) if ctx.counterfact else None),
                                 ns=s.ns, schemes=s.schemes)
-        summary = run_diagnose(config, ctx.work_dir / lm.name, lm=lm)
+        summary = run_diagnose(config, ctx.work_dir / lm.name, lm=lm).summary
         for scheme, per_n in summary["takeover_layer"].items():
             for n, layer in sorted(per_n.items(), key=lambda kv: int(kv[0])):
                 rows.append({"setting": f"{scheme}, n={n}", "model": lm.name,

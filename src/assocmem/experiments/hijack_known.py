@@ -29,6 +29,7 @@ from assocmem.experiments.hijack_stats import (KNOWN, KNOWN_P50, control_differe
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.hijack.metrics import KNOWN_RULES
 from assocmem.plotting import new_figure, save_figure
+from assocmem.tables import where
 
 ALL = "all records"
 ES_KNOWN = "ES on facts the model knows (top-1 at n = 0)"
@@ -52,13 +53,6 @@ def control_pairs(schemes: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(s.control_of, s.name) for s in SCHEMES.values() if s.control_of in schemes]
 
 
-def _at(table: pd.DataFrame, **where) -> pd.DataFrame:
-    mask = pd.Series(True, index=table.index)
-    for column, value in where.items():
-        mask &= table[column] == value
-    return table[mask]
-
-
 def _ci(lo: float, hi: float, digits: int = 3) -> str:
     return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
@@ -74,10 +68,10 @@ def known_claims(rates: pd.DataFrame, flips: pd.DataFrame, schemes: tuple[str, .
     out = []
     for scheme in schemes:
         for model in sorted(rates.loc[rates["scheme"] == scheme, "model"].unique()):
-            k = _at(rates, model=model, scheme=scheme, n=n, subset=KNOWN)
-            every = _at(rates, model=model, scheme=scheme, n=n, subset=ALL).iloc[0]
-            p50 = _at(rates, model=model, scheme=scheme, n=n, subset=KNOWN_P50)
-            f = _at(flips, model=model, scheme=scheme, n=n, subset=KNOWN)
+            k = where(rates, model=model, scheme=scheme, n=n, subset=KNOWN)
+            every = where(rates, model=model, scheme=scheme, n=n, subset=ALL).iloc[0]
+            p50 = where(rates, model=model, scheme=scheme, n=n, subset=KNOWN_P50)
+            f = where(flips, model=model, scheme=scheme, n=n, subset=KNOWN)
             if k.empty:
                 ok, numbers = False, f"no fact known at n = 0 of {int(every['records'])} records"
             else:
@@ -103,7 +97,7 @@ def control_claims(diffs: pd.DataFrame, n: int = 1) -> list[ClaimResult]:
     out = []
     at_n = diffs[(diffs["n"] == n) & (diffs["subset"] == ALL)]
     for r in at_n.sort_values(["scheme", "control", "model"]).itertuples():
-        known = _at(diffs, model=r.model, scheme=r.scheme, control=r.control, n=n, subset=KNOWN)
+        known = where(diffs, model=r.model, scheme=r.scheme, control=r.control, n=n, subset=KNOWN)
         numbers = (f"ES {fmt(r.es_scheme)} vs {fmt(r.es_control)}: difference {r.d_es:+.3f} {_ci(r.d_es_lo, r.d_es_hi)} "
                    f"({r.records} records); log P(false) {r.d_false:+.2f} {_ci(r.d_false_lo, r.d_false_hi, 2)} nats "
                    "higher under the scheme")
@@ -127,9 +121,9 @@ def known_rows(rates: pd.DataFrame, flips: pd.DataFrame, ns: set[int]) -> list[d
     known = rates[(rates["subset"] == KNOWN) & rates["n"].isin(ns)]
     for r in known.sort_values(["scheme", "model", "n"]).itertuples():
         key = dict(model=r.model, scheme=r.scheme, n=r.n)
-        every = _at(rates, subset=ALL, **key).iloc[0]
-        p50 = _at(rates, subset=KNOWN_P50, **key)
-        f = _at(flips, subset=KNOWN, **key).iloc[0]
+        every = where(rates, subset=ALL, **key).iloc[0]
+        p50 = where(rates, subset=KNOWN_P50, **key)
+        f = where(flips, subset=KNOWN, **key).iloc[0]
         out.append({"setting": f"{r.scheme}, n={r.n}", "model": r.model, "quantity": ES_KNOWN,
                     "ours": float(r.hijacked_share), "95% CI": _ci(r.hijacked_lo, r.hijacked_hi),
                     "records": int(r.records), "ES, all records": round(float(every["hijacked_share"]), 3),
@@ -144,7 +138,7 @@ def shift_rows(shifts: pd.DataFrame, ns: set[int]) -> list[dict]:
     out = []
     every = shifts[(shifts["subset"] == ALL) & shifts["n"].isin(ns)]
     for r in every.sort_values(["scheme", "model", "n"]).itertuples():
-        known = _at(shifts, model=r.model, scheme=r.scheme, n=r.n, subset=KNOWN)
+        known = where(shifts, model=r.model, scheme=r.scheme, n=r.n, subset=KNOWN)
         for side, word in (("true", "< 0: suppression"), ("false", "> 0: priming")):
             k = known.iloc[0] if len(known) else None
             out.append({"setting": f"{r.scheme}, n={r.n}", "model": r.model,
@@ -161,7 +155,7 @@ def control_rows(diffs: pd.DataFrame, ns: set[int]) -> list[dict]:
     out = []
     every = diffs[(diffs["subset"] == ALL) & diffs["n"].isin(ns)]
     for r in every.sort_values(["scheme", "control", "model", "n"]).itertuples():
-        known = _at(diffs, model=r.model, scheme=r.scheme, control=r.control, n=r.n, subset=KNOWN)
+        known = where(diffs, model=r.model, scheme=r.scheme, control=r.control, n=r.n, subset=KNOWN)
         out.append({"setting": f"{r.scheme} − {r.control}, n={r.n}", "model": r.model,
                     "quantity": "ES(scheme) − ES(control), same records (paired)", "ours": float(r.d_es),
                     "95% CI": _ci(r.d_es_lo, r.d_es_hi), "records": int(r.records),
@@ -226,7 +220,7 @@ def plot_known(result: Result, folder: Path) -> list[Path]:
             controls = [c for s, c in result.data["pairs"] if s == scheme]
             lines = [(scheme, ALL, "-"), (scheme, KNOWN, "--"), *((c, ALL, _style(c)) for c in controls)]
             for name, subset, style in lines:
-                part = _at(rates, model=model, scheme=name, subset=subset).sort_values("n")
+                part = where(rates, model=model, scheme=name, subset=subset).sort_values("n")
                 if part.empty:
                     continue
                 label = f"{name}, {'known facts (top-1)' if subset == KNOWN else 'all records'}"
@@ -234,7 +228,7 @@ def plot_known(result: Result, folder: Path) -> list[Path]:
                 if name == scheme:   # bands for the scheme itself only: the controls' would hide it
                     es.fill_between(part["n"], part["hijacked_lo"], part["hijacked_hi"], color=colour, alpha=0.1)
             for name, style in [(scheme, "-"), *((c, _style(c)) for c in controls)]:
-                part = _at(shifts, model=model, scheme=name, subset=ALL).sort_values("n")
+                part = where(shifts, model=model, scheme=name, subset=ALL).sort_values("n")
                 for side, marker in (("true", "v"), ("false", "^")):
                     dlogp.plot(part["n"], part[f"d_{side}"], style, color=colour, marker=marker, ms=4,
                                label=f"{name}: log P({side})")

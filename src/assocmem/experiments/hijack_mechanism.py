@@ -27,6 +27,7 @@ from assocmem.hijack.counterfact import CounterFactSelection
 from assocmem.hijack.mechanism_choice import (best_label, chosen_layer_set, head_ranking, mean_se, per_record)
 from assocmem.hijack.mechanism_config import COMPONENTS, DefenceSettings
 from assocmem.models.spec import ModelSpec
+from assocmem.models.llm import LoadedLM
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class MechanismStudy:
     min_shift: float = 0.5                              # records used: the hijack lowered the margin by more
 
 
-def mechanism_result(s: MechanismStudy, spec: str, lm, work_dir: Path, counterfact: Path | None, device: str,
+def mechanism_result(s: MechanismStudy, spec: str, lm: LoadedLM, work_dir: Path, counterfact: Path | None, device: str,
                      progress=None) -> Result:
     """Run the study on `lm` into `work_dir` and judge the claims from its tables."""
     from assocmem.hijack.mechanism_config import MechanismConfig
@@ -56,11 +57,8 @@ def mechanism_result(s: MechanismStudy, spec: str, lm, work_dir: Path, counterfa
                              ns=s.ns, schemes=s.schemes, window=s.window, stride=s.stride,
                              prompt_layer_sets=s.prompt_layer_sets, components=s.components,
                              head_blocks=s.head_blocks, defence=s.defence, min_shift=s.min_shift)
-    summary = run_mechanism(config, work_dir, lm=lm, progress=progress)
-    iv = pd.read_parquet(work_dir / "interventions.parquet")
-    records = pd.read_parquet(work_dir / "records.parquet")
-    defence_file = work_dir / "defence_records.parquet"
-    defence = pd.read_parquet(defence_file) if defence_file.is_file() else pd.DataFrame()
+    result = run_mechanism(config, work_dir, lm=lm, progress=progress)
+    summary, iv, records, defence = result.summary, result.interventions, result.records, result.defence_records
     n_choose, n_top = min(s.ns), max(s.ns)
     claims = []
     for scheme in s.schemes:

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_std
-from assocmem.experiments.common import TaskFields, Training, training, accuracy_row, generator, keep_best_lr, specs_for, stack, train_grid
+from assocmem.experiments.common import (TaskFields, Training, accuracy_row, keep_best_lr, specs_for, stack, train_grid,
+                                         training)
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import attention_by_cluster, attention_by_token
 from assocmem.lca.model import ModelConfig
 from assocmem.lca.task import LCAConfig, sample_batch
 from assocmem.plotting import new_figure, save_figure
+from assocmem.runtime import make_generator
 
 CLUSTER_BITS = {"cluster1": 1, "cluster2": 2}
 
@@ -74,7 +76,7 @@ def run_attention(s: AttentionStudy, ctx: Context) -> Result:
     task = s.task()
     specs = specs_for(task, ModelConfig(d=s.d), s.training, f"d={s.d}")
     models = sorted(keep_best_lr(train_grid(specs, s.training, ctx, end=0.9)), key=lambda m: m.spec.seed)
-    x, _ = sample_batch(task, s.eval_samples, generator(s.eval_seed, ctx.device), ctx.device)
+    x, _ = sample_batch(task, s.eval_samples, make_generator(s.eval_seed, ctx.device), ctx.device)
     att = cluster_attention(models, task, x)
     rows = [accuracy_row(f"m={s.m}, L={s.L}, d={s.d}, {s.neighborhood}", "accuracy",
                          [m.final_accuracy for m in models], [m.bayes_optimal_accuracy for m in models])]

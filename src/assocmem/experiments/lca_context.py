@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_std, spearman
-from assocmem.experiments.common import draw_bayes, generator, load_models, stack
+from assocmem.experiments.common import draw_bayes, load_models, stack
 from assocmem.experiments.registry import Context, Experiment, Result
-from assocmem.lca.analysis import LOGIT_RTOL, accuracy_vs_length, model_logits, sample_mixed_contexts
+from assocmem.lca.accuracy import correct
+from assocmem.lca.analysis import accuracy_vs_length, sample_mixed_contexts
 from assocmem.lca.bayes import expected_correct, log_likelihood
 from assocmem.plotting import new_figure, save_figure
+from assocmem.runtime import make_generator
 
 SPEARMAN_MIN = 0.9  # "longer helps": rank correlation of L with mean accuracy
 
@@ -45,18 +47,17 @@ def _models(p: ContextProbe, ctx: Context):
 def run_mixing(p: ContextProbe, ctx: Context) -> Result:
     models, _ = _models(p, ctx)
     task, weights = models[0].task, stack(models)
-    gen = generator(p.seed, ctx.device)
+    gen = make_generator(p.seed, ctx.device)
     ks = sorted({round(f * (task.L - 1)) for f in p.fractions})
     points = []
     for k in ks:
         x, y_true, y_intruder = sample_mixed_contexts(task, k, p.n, gen, ctx.device)
-        logits = model_logits(weights, x)  # (E, n, V)
-        E = logits.shape[0]
+        true, intruder = correct(weights, x, y_true, y_intruder)  # (E, n) each
         bayes_scores = log_likelihood(task, x)
         points.append({
             "k": k,
-            "true": expected_correct(logits, y_true.expand(E, -1), LOGIT_RTOL).mean(1).tolist(),
-            "intruder": expected_correct(logits, y_intruder.expand(E, -1), LOGIT_RTOL).mean(1).tolist(),
+            "true": true.mean(1).tolist(),
+            "intruder": intruder.mean(1).tolist(),
             "bayes_true": float(expected_correct(bayes_scores, y_true).mean()),
             "bayes_intruder": float(expected_correct(bayes_scores, y_intruder).mean()),
         })
@@ -114,7 +115,7 @@ def plot_mixing(result: Result, folder: Path) -> list[Path]:
 def run_length(p: ContextProbe, ctx: Context) -> Result:
     models, every = _models(p, ctx)
     task, weights = models[0].task, stack(models)
-    table = accuracy_vs_length(weights, task, p.lengths, p.n, generator(p.seed, ctx.device))
+    table = accuracy_vs_length(weights, task, p.lengths, p.n, make_generator(p.seed, ctx.device))
     points = []
     for L, group in table.groupby("L"):
         points.append({"L": int(L), "accs": group.sort_values("model")["accuracy"].tolist(),

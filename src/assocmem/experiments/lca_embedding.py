@@ -15,15 +15,17 @@ import numpy as np
 import torch
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_se, mean_std
-from assocmem.experiments.common import (TaskFields, Training, accuracy_row, as_stored, draw_bayes, keep_best_lr,
+from assocmem.experiments.common import (TaskFields, Training, accuracy_row, draw_bayes, keep_best_lr,
                                          load_models, save_models, specs_for, train_grid, training)
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import block_gap, eigengap, fit_eq52, inner_product_by_hamming, line_r2, singular_values
 from assocmem.lca.model import ModelConfig, OneLayerTransformer
 from assocmem.lca.task import LCAConfig
 from assocmem.plotting import new_figure, save_figure
+from assocmem.tables import values as column
 
 ARMS = {"trained W_E": False, "frozen W_E": True}  # arm -> freeze_embedding
+ARM_OF = {frozen: arm for arm, frozen in ARMS.items()}  # freeze_embedding -> arm: a model's arm is its switch
 R2_MIN = 0.9  # "linear in Hamming distance": R^2 of a line through the mean inner product at D_H = 1..m
 OVER_MAX_GAIN = 0.03  # "not needed when d > V": training W_E gains less than 3 accuracy points
 # "Eigen-gap": trained W_E's gap ≥ 1.5 × the same seeds' Gaussian init's. The gap was first the largest ratio of
@@ -74,7 +76,7 @@ def c4_table(s: EmbeddingStudy, ctx: Context) -> list[dict]:
     save_models(models, ctx.work_dir)
     table = []
     for m in sorted(models, key=lambda m: (m.spec.model.d, m.spec.seed)):
-        key = {"d": m.spec.model.d, "arm": m.spec.label.split(", ")[1], "seed": m.spec.seed, "lr": m.spec.lr}
+        key = {"d": m.model.d, "arm": ARM_OF[m.model.freeze_embedding], "seed": m.seed, "lr": m.lr}
         table += [{**key, "quantity": "accuracy", "value": m.final_accuracy},
                   {**key, "quantity": "bayes", "value": m.bayes_optimal_accuracy}]
     return table
@@ -90,12 +92,12 @@ def _falls(gains: dict[int, list[float]]) -> tuple[bool, str]:
 def judge_c4(table: list[dict], s: EmbeddingStudy) -> Result:
     V = s.task().V
     def get(q, d, arm):
-        return [r["value"] for r in table if r["quantity"] == q and r["d"] == d and r["arm"] == arm]
+        return column(table, quantity=q, d=d, arm=arm)
 
     rows, points = [], []
     for d in s.ds:
         for arm in ARMS:
-            lr = next(r["lr"] for r in table if r["d"] == d and r["arm"] == arm)
+            lr = column(table, "lr", d=d, arm=arm)[0]
             regime = "d < V" if d < V else f"d = {d / V:g}V"
             rows.append(accuracy_row(f"d={d} ({regime}, lr {lr:g})", f"accuracy, {arm}", get("accuracy", d, arm),
                                      get("bayes", d, arm)))
@@ -215,7 +217,7 @@ def run_fig3b(s: GeometryStudy, ctx: Context) -> Result:
             specs += specs_for(task, ModelConfig(d=d, freeze_value=frozen), s.training, f"d={d}, {arm}")
     models = keep_best_lr(train_grid(specs, s.training, ctx))
     save_models(models, ctx.work_dir)
-    stored = [as_stored(m) for m in models if not m.spec.model.freeze_value]
+    stored = [m for m in models if not m.spec.model.freeze_value]
     result = geometry_result(by_setting(stored, "trained W_V"), "eq52", need_b0=True)
     for d in s.ds:
         ms = [m for m in models if m.spec.model.d == d and not m.spec.model.freeze_value]
@@ -301,16 +303,15 @@ def spectra_table(models) -> list[dict]:
 
 def judge_spectra(table: list[dict], where: str = "at every d < V") -> Result:
     """Rows, the eigen-gap claim at every (m, d) of the table (`where` says which grid that is), plot panels."""
-    def get(q, m, d, arm):
-        return [r["value"] for r in table if r["quantity"] == q and (r["m"], r["d"]) == (m, d) and r["arm"] == arm]
+    def get(q, m, d, arm, **seed):
+        return column(table, quantity=q, m=m, d=d, arm=arm, **seed)
 
     panels, rows, verdicts, numbers, gaps = [], [], [], [], []
     for m, d in sorted({(r["m"], r["d"]) for r in table}):
         panel = {"m": m, "d": d}
         for arm in SPECTRA_ARMS:
-            seeds = sorted({r["seed"] for r in table if (r["m"], r["d"]) == (m, d) and r["arm"] == arm})
-            panel[arm] = {"svals": [[r["value"] for r in table if (r["m"], r["d"]) == (m, d) and r["arm"] == arm
-                                     and r["seed"] == e and r["quantity"] == "s_k / s_1"] for e in seeds]}
+            seeds = sorted(set(column(table, "seed", m=m, d=d, arm=arm)))
+            panel[arm] = {"svals": [get("s_k / s_1", m, d, arm, seed=e) for e in seeds]}
             for q in (BLOCK, CONSECUTIVE, "singular values above the gap"):
                 mean, std = mean_std(get(q, m, d, arm))
                 rows.append({"setting": f"m={m}, d={d}, {arm}", "quantity": q, "ours": mean, "err": std})

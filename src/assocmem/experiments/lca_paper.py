@@ -25,7 +25,7 @@ import torch
 
 from assocmem.experiments import paper_values as pv
 from assocmem.experiments.claims import ClaimResult
-from assocmem.experiments.common import generator, keep_best_lr, load_models, save_models, stack, train_grid
+from assocmem.experiments.common import keep_best_lr, load_models, save_models, stack, train_grid
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import accuracy_with_value, evaluate_weights, smallest_principal_angle
 from assocmem.lca.constructions import model_theorem1_value, random_pairs_value
@@ -370,7 +370,7 @@ def c2_runs(p: PaperProbe, ctx: Context) -> pd.DataFrame:
         accs = {"original": evaluate_weights(weights, task, x, y),
                 "constructed": accuracy_with_value(weights, model_theorem1_value(W_E, m), task, x, y),
                 "random_pairs": accuracy_with_value(weights, random_pairs_value(
-                    W_E[..., : task.V], m, generator(p.seed + m * 1000 + d, ctx.device), replace=True), task, x, y)}
+                    W_E[..., : task.V], m, make_generator(p.seed + m * 1000 + d, ctx.device), replace=True), task, x, y)}
         for arm, values in accs.items():
             rows += [{"figure": "c2", "m": m, "L": task.L, "d": d, "arm": arm, "seed": sm.seed, "value": float(v)}
                      for sm, v in zip(ms, values.tolist())]
@@ -418,7 +418,7 @@ def c3_runs(p: PaperProbe, ctx: Context) -> pd.DataFrame:
     rows = []
     for (m, d), ms in _trained_groups(ctx).items():
         weights = stack(ms)
-        gen = generator(p.seed + m * 1000 + d, ctx.device)
+        gen = make_generator(p.seed + m * 1000 + d, ctx.device)
         W_E, trained = weights["W_E"], weights["W_V"]
         others = {"constructed": model_theorem1_value(W_E, m),
                   "random_pairs": random_pairs_value(W_E[..., : 2**m], m, gen, replace=True),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, spearman
-from assocmem.experiments.common import (accuracy_row, as_stored, draw_bayes, generator, keep_best_lr, load_models,
+from assocmem.experiments.common import (accuracy_row, draw_bayes, keep_best_lr, load_models,
                                          save_models, train_grid)
 from assocmem.experiments.lca_attention import (ATTENTION_CRITERION, attention_numbers, attention_rows,
                                                 cluster_attention, draw_heatmap)
@@ -27,6 +27,7 @@ from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.task import sample_batch
 from assocmem.lca.train import RunSpec, TrainConfig
 from assocmem.plotting import new_figure, save_figure
+from assocmem.runtime import make_generator
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def train_runs(s: PaperRuns, ctx: Context, identity_arm: bool = False, end: floa
 def run_fig3b(s: PaperRuns, ctx: Context) -> Result:
     models = train_runs(s, ctx, identity_arm=True)
     save_models(models, ctx.work_dir)  # paper-c6 and paper-spectra read them
-    trained = [as_stored(m) for m in models if not m.spec.model.freeze_value]
+    trained = [m for m in models if not m.spec.model.freeze_value]
     result = geometry_result(by_setting(trained, "trained W_V"), "eq52", need_b0=True)
     groups = defaultdict(list)
     for t in sorted(models, key=lambda t: t.spec.seed):
@@ -125,7 +126,7 @@ def run_clusters(s: PaperRuns, ctx: Context) -> Result:
     rows, heatmaps, verdicts, numbers = [], [], [], []
     for (m, L, d, nb), ms in sorted(groups.items()):
         task = ms[0].spec.task
-        x, _ = sample_batch(task, s.eval_samples, generator(s.eval_seed + m, ctx.device), ctx.device)
+        x, _ = sample_batch(task, s.eval_samples, make_generator(s.eval_seed + m, ctx.device), ctx.device)
         att = cluster_attention(ms, task, x)
         setting = f"m={m}, L={L}, d={d}, {nb}"
         rows.append(accuracy_row(setting, "accuracy", [t.final_accuracy for t in ms],

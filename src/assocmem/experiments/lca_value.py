@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from assocmem.experiments.claims import ClaimResult, exceeds, fmt, mean_se, mean_std
-from assocmem.experiments.common import (TaskFields, Training, training, accuracy_row, generator, keep_best_lr, load_models,
+from assocmem.experiments.common import (TaskFields, Training, training, accuracy_row, keep_best_lr, load_models,
                                          save_models, specs_for, stack, train_grid)
 from assocmem.experiments.registry import Context, Experiment, Result
 from assocmem.lca.analysis import accuracy_with_value, evaluate_weights, smallest_principal_angle
@@ -24,8 +24,11 @@ from assocmem.lca.model import ModelConfig
 from assocmem.lca.task import LCAConfig, sample_batch
 from assocmem.lca.theory import pi_mass_by_distance
 from assocmem.plotting import new_figure, save_figure
+from assocmem.runtime import make_generator
+from assocmem.tables import values as column
 
 ARMS = {"trained W_V": False, "W_V = I": True}  # arm -> freeze_value
+ARM_OF = {frozen: arm for arm, frozen in ARMS.items()}  # freeze_value -> arm: a model's arm is its switch
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class ValueStudy(TaskFields):
     # D_H = 1, and a smaller β puts more of π's mass there. Kept apart from the figure's models (see SWEEP_DIR).
     construction_betas: tuple[float, ...] = ()
     training: Training = field(default_factory=training)
+
+    def __post_init__(self) -> None:
+        if self.lca.beta in self.construction_betas:
+            raise ValueError(f"construction_betas={self.construction_betas} repeats the figure's beta={self.lca.beta}")
 
     def task(self, L: int, beta: float | None = None) -> LCAConfig:
         return replace(self.lca, L=L, beta=self.lca.beta if beta is None else beta)
@@ -71,18 +78,18 @@ def run_fig3a(s: ValueStudy, ctx: Context) -> Result:
             for beta in s.construction_betas:  # same shapes as the trained arm: trained in the same batches
                 specs += specs_for(s.task(L, beta), ModelConfig(d=d), s.training, _label(L, d, "trained W_V", beta))
     trained = keep_best_lr(train_grid(specs, s.training, ctx))
-    models = [m for m in trained if "β=" not in m.spec.label]
+    models = [m for m in trained if m.task.beta == s.beta]          # the construction_betas models are apart
     save_models(models, ctx.work_dir)
     if s.construction_betas:
-        save_models([m for m in trained if "β=" in m.spec.label], ctx.work_dir / SWEEP_DIR)
-    by_label = defaultdict(list)
+        save_models([m for m in trained if m.task.beta != s.beta], ctx.work_dir / SWEEP_DIR)
+    by_setting = defaultdict(list)
     for m in models:
-        by_label[m.spec.label].append(m)
+        by_setting[(m.task.L, m.model.d, ARM_OF[m.model.freeze_value])].append(m)
     rows, points = [], []
     for L in s.Ls:
         for d in s.ds:
             for arm in ARMS:
-                ms = sorted(by_label[_label(L, d, arm)], key=lambda m: m.spec.seed)
+                ms = sorted(by_setting[(L, d, arm)], key=lambda m: m.spec.seed)
                 accs, bayes = [m.final_accuracy for m in ms], [m.bayes_optimal_accuracy for m in ms]
                 rows.append(accuracy_row(f"L={L}, d={d} (lr {ms[0].spec.lr:g})", f"accuracy, {arm}", accs, bayes))
                 points.append({"L": L, "d": d, "arm": arm, "accs": accs, "bayes": bayes})
@@ -157,7 +164,7 @@ def c2_table(p: Probe, ctx: Context) -> list[dict]:
     table = []
     for (beta, L, d), ms in _trained_groups(ctx, with_sweep=True).items():
         task = ms[0].task
-        gen = generator(p.seed, ctx.device)
+        gen = make_generator(p.seed, ctx.device)
         x, y = sample_batch(task, p.eval_samples, gen, ctx.device)
         weights = stack(ms)
         acc = {
@@ -181,7 +188,7 @@ def c2_table(p: Probe, ctx: Context) -> list[dict]:
 def judge_c2(table: list[dict]) -> Result:
     """Rows, one claim per β (the verdict says at which β the construction replaces the trained W_V), plot data."""
     def get(q, **k):
-        return [r["value"] for r in table if r["quantity"] == q and all(r[a] == b for a, b in k.items())]
+        return column(table, quantity=q, **k)
 
     rows, points, claims = [], [], []
     for beta in sorted({r["beta"] for r in table}, reverse=True):
@@ -230,7 +237,7 @@ def run_c3(p: Probe, ctx: Context) -> Result:
     rows, points, verdicts, numbers = [], [], [], []
     for (L, d), ms in _trained_groups(ctx).items():
         task = ms[0].task
-        gen = generator(p.seed, ctx.device)
+        gen = make_generator(p.seed, ctx.device)
         weights = stack(ms)
         trained = weights["W_V"]
         rank = task.m

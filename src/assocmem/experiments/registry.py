@@ -8,7 +8,7 @@ at import time; `default_registry()` imports them once, in paper order.
 Lookups fail with a "did you mean" hint, as lm-evaluation-harness's task registry does:
 
     >>> default_registry().get("fig3")
-    ConfigError: --only='fig3' is invalid: allowed one of fig1, fig2a, ... (did you mean fig3a?)
+    ConfigError: only='fig3' is invalid: allowed one of fig1, fig2a, ... (did you mean fig3a?)
 """
 
 from __future__ import annotations
@@ -132,11 +132,12 @@ class Experiment(Generic[S]):
 
     def settings(self, profile: str) -> S:
         if profile not in PROFILES:
-            raise ConfigError(f"--profile={profile!r} is invalid: allowed one of {', '.join(PROFILES)}")
+            raise ConfigError(f"profile={profile!r} is invalid: allowed one of {', '.join(PROFILES)}", field="profile")
         chosen = getattr(self, PROFILE_FIELDS[profile])
         if chosen is None:
-            raise ConfigError(f"--only={self.id!r} is invalid with --profile={profile}: allowed the experiments "
-                              f"of that profile (this one is in {', '.join(p for p in PROFILES if self.in_profile(p))})")
+            raise ConfigError(f"only={self.id!r} is invalid with `profile`={profile}: allowed the experiments "
+                              f"of that profile (this one is in {', '.join(p for p in PROFILES if self.in_profile(p))})",
+                              field="only")
         if not dataclasses.is_dataclass(chosen):
             raise TypeError(f"experiment {self.id}: {profile} settings must be a dataclass instance")
         return chosen
@@ -176,7 +177,7 @@ class Registry:
         names = [*self._by_id, *self._alias]
         close = did_you_mean(name, names, cutoff=0.5)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise ConfigError(f"--only={name!r} is invalid: allowed one of {', '.join(self._by_id)}{hint}")
+        raise ConfigError(f"only={name!r} is invalid: allowed one of {', '.join(self._by_id)}{hint}", field="only")
 
     def select(self, names: Iterable[str] | None, profile: str | None = None) -> list[Experiment]:
         """The named experiments plus everything they require, in registration order.

@@ -49,7 +49,7 @@ def write_report(
     out_dir = Path(out_dir)
     reference = load_reference()
     by_outcome = {o.id: o for o in outcomes or []}
-    results = {exp.id: load_result(out_dir / exp.id) for exp in registry}
+    results = {exp.id: load_result(out_dir / exp.id) if (out_dir / exp.id).is_dir() else None for exp in registry}
     listed = Registry(exp for exp in registry if exp.id in by_outcome or results[exp.id] is not None)
     results = {exp.id: results[exp.id] for exp in listed}
     lines = _header(out_dir, profile, results, command, run_wall_s, len(listed), len(registry))

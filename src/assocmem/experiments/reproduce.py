@@ -55,7 +55,8 @@ class ReproduceOptions:
         from assocmem.runtime import check_device
 
         if self.profile not in PROFILES:
-            raise ConfigError(f"--profile={self.profile!r} is invalid: allowed one of {', '.join(PROFILES)}")
+            raise ConfigError(f"profile={self.profile!r} is invalid: allowed one of {', '.join(PROFILES)}",
+                              field="profile")
         check_device(self.device)
 
 
@@ -76,7 +77,7 @@ def reproduce(
     from assocmem.runtime import resolve_device
 
     if profile not in PROFILES:
-        raise ConfigError(f"--profile={profile!r} is invalid: allowed one of {', '.join(PROFILES)}")
+        raise ConfigError(f"profile={profile!r} is invalid: allowed one of {', '.join(PROFILES)}", field="profile")
     registry = registry or default_registry()
     selected = registry.select(only, profile)
     for exp in selected:  # an experiment the profile does not run fails now, before anything trains

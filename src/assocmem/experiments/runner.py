@@ -248,6 +248,11 @@ def _device_name(device: torch.device) -> str:
 
 
 def load_result(folder: Path) -> dict[str, Any] | None:
+    """An experiment folder's result.json, or None where the experiment has not finished there (no result.json,
+    or an unreadable one); a folder that does not exist is a ConfigError, not an unfinished experiment."""
+    if not Path(folder).is_dir():
+        raise ConfigError(f"folder={str(folder)!r} is invalid: allowed an experiment folder (no such folder)",
+                          field="folder")
     try:
         return read_json(Path(folder) / RESULT_FILE)
     except (OSError, ValueError):

@@ -18,14 +18,15 @@ from typing import Any
 import torch
 
 from assocmem.experiments.claims import ClaimResult, fmt
-from assocmem.experiments.common import generator
 from assocmem.experiments.registry import Context, Experiment, Result
-from assocmem.lca.analysis import LOGIT_RTOL, model_logits
+from assocmem.lca.accuracy import correct
 from assocmem.lca.bayes import expected_correct, log_likelihood
 from assocmem.lca.constructions import theorem1_weights
 from assocmem.lca.task import LCAConfig, sample_batch
 from assocmem.lca.theory import theorem4_weights
 from assocmem.plotting import new_figure, save_figure
+from assocmem.runtime import make_generator
+from assocmem.tables import values as column
 
 ACC_MIN = 0.99  # "accuracy → 1" (Theorems 1, 4): at the largest L (and b0) accuracy ≥ 0.99
 SAME_AS_BAYES_TOL = 1e-9  # Lemma 2: per-sample expected correctness of construction and Bayes agree to this
@@ -75,7 +76,7 @@ def _noise(n: int) -> float:
 
 def _get(table: Table, quantity: str, **keys) -> list[float]:
     """Values of `quantity` in the rows matching keys, in table order."""
-    return [r["value"] for r in table if r["quantity"] == quantity and all(r[k] == v for k, v in keys.items())]
+    return column(table, quantity=quantity, **keys)
 
 
 def _rises_to_one(values: list[float], n: int) -> tuple[bool, str]:
@@ -86,8 +87,8 @@ def _rises_to_one(values: list[float], n: int) -> tuple[bool, str]:
 
 
 def _per_sample(weights: dict[str, torch.Tensor], task: LCAConfig, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) expected correctness of the model's argmax, ties uniform (as `evaluate_weights`, per sample)."""
-    return expected_correct(model_logits(weights, x)[0], y, rtol=LOGIT_RTOL)
+    """(B,) expected correctness of the model's argmax, ties uniform (`lca.accuracy`, per sample)."""
+    return correct(weights, x, y)[0]
 
 
 # ---------------------------------------------------------------- Theorem 1 and Lemma 2
@@ -96,7 +97,7 @@ def _per_sample(weights: dict[str, torch.Tensor], task: LCAConfig, x: torch.Tens
 def construction_table(s: ConstructionStudy, device: torch.device) -> Table:
     """Per (m, L): accuracy of the construction, of W_V = I on the same W_E, and of the Bayes-optimal
     predictor, on the same n contexts; and the largest per-sample difference construction − Bayes."""
-    gen_w, gen_x = torch.Generator().manual_seed(s.seed), generator(s.seed + 1, device)
+    gen_w, gen_x = torch.Generator().manual_seed(s.seed), make_generator(s.seed + 1, device)
     table: Table = []
     for m in s.ms:
         for L in s.Ls:
@@ -195,7 +196,7 @@ def _arms(s: Eq52Study) -> dict[str, int | None]:
 def theorem4_table(s: Eq52Study, device: torch.device) -> Table:
     """Per (arm, b0 − b, L): accuracy of Theorem 4's transformer and of the Bayes-optimal predictor. One W_E
     per (arm, b0 − b), evaluated at every L (the model has no positional embedding) on the same contexts."""
-    gen_w, gen_x = torch.Generator().manual_seed(s.seed), generator(s.seed + 1, device)
+    gen_w, gen_x = torch.Generator().manual_seed(s.seed), make_generator(s.seed + 1, device)
     weights = {(arm, e): {k: v.to(device) for k, v in theorem4_weights(s.task(s.Ls[0]), s.b + e, s.b, s.a, d,
                                                                         gen_w).items()}
                for arm, d in _arms(s).items() for e in s.excesses}

@@ -25,6 +25,7 @@ from assocmem.lca.model import ModelConfig, forward_last
 from assocmem.lca.task import LCAConfig, latent_bits, sample_batch
 from assocmem.lca.theory import attention_scores, eq52_rank, last_logits_from_scores, score_gradients
 from assocmem.plotting import new_figure, save_figure
+from assocmem.tables import values as column
 
 EXACT_RTOL = 1e-9  # float64 agreement: "equal" for Lemma 6's closed form against autograd
 Table = list[dict[str, Any]]
@@ -59,11 +60,10 @@ def theorem3_table(s: IdentityValueStudy, ctx: Context) -> Table:
 def judge_theorem3(table: Table, s: IdentityValueStudy) -> Result:
     rows, panels, verdicts, numbers = [], [], [], []
     for d in s.ds:
-        seeds = sorted({r["seed"] for r in table if r["d"] == d})
-        get = {q: [next(r["value"] for r in table if r["d"] == d and r["seed"] == e and r["quantity"] == q)
-                   for e in seeds] for q in ("a", "b", "b0", "R² over all pairs", "accuracy", "bayes")}
-        means = [[r["value"] for r in table if r["d"] == d and r["seed"] == e and r["quantity"] == "mean inner product"]
-                 for e in seeds]
+        seeds = sorted(set(column(table, "seed", d=d)))
+        get = {q: [column(table, d=d, seed=e, quantity=q)[0] for e in seeds]
+               for q in ("a", "b", "b0", "R² over all pairs", "accuracy", "bayes")}
+        means = [column(table, d=d, seed=e, quantity="mean inner product") for e in seeds]
         r2 = [line_r2(mu[1:]) for mu in means]
         setting = f"m={s.m}, L={s.L}, d={d}, ω={s.omega:g}, W_V = I"
         rows.append(accuracy_row(setting, "accuracy", get["accuracy"], get["bayes"]))
@@ -134,17 +134,17 @@ def lemma5_table(s: RankStudy) -> Table:
 
 def judge_lemma5(table: Table, s: RankStudy) -> Result:
     def value(m, case, q):
-        return next(r["value"] for r in table if r["m"] == m and r["case"] == case and r["quantity"] == q)
+        return column(table, m=m, case=case, quantity=q)[0]
 
     rows, holds, found = [], [], []
     for m in s.ms:
-        for case in _cases(s, m):
+        for case, (b0, b) in _cases(s, m).items():
             svd, closed = value(m, case, "rank by SVD"), value(m, case, "rank, closed form")
             rows.append({"setting": f"m={m}, {case}", "quantity": "rank of W_E", "ours": svd, "closed_form": closed,
-                         "bound": m + 2 if "b0 = b =" in case else 2**m})
-            if "b0 = b =" in case:
+                         "bound": m + 2 if b0 == b else 2**m})
+            if b0 == b:
                 holds.append(svd <= m + 2)
-                found.append(f"m={m}, {case.split(', ')[0]}: {svd}")
+                found.append(f"m={m}, {case}: {svd}")
     agree = all(value(r["m"], r["case"], "rank by SVD") == value(r["m"], r["case"], "rank, closed form")
                 for r in table if r["quantity"] == "rank by SVD")
     claim = ClaimResult("lemma5-rank", all(holds),
@@ -155,9 +155,8 @@ def judge_lemma5(table: Table, s: RankStudy) -> Result:
                              "Gram matrix (b − am/2)·J + (a/2)·X Xᵀ, of rank m + 1 (m when b = am/2); with b0 > b it "
                              "has full rank V, with a gap after the top m + 1 values")
     m = max(s.ms)
-    spectra = {case: [r["value"] for r in table
-                      if r["m"] == m and r["case"] == case and r["quantity"] == "singular value"] for case in _cases(s, m)}
-    ranks = {case: [value(mm, case, "rank by SVD") for mm in s.ms] for case in _cases(s, m) if "b0 = b =" in case}
+    spectra = {case: column(table, m=m, case=case, quantity="singular value") for case in _cases(s, m)}
+    ranks = {case: [value(mm, case, "rank by SVD") for mm in s.ms] for case, (b0, b) in _cases(s, m).items() if b0 == b}
     return Result(rows=rows, claims=[claim], tables={"lemma5": table},
                   data={"ms": list(s.ms), "m": m, "spectra": spectra, "ranks": ranks})
 

@@ -45,7 +45,7 @@ class BadRecord(ConfigError):
     """
 
     def __init__(self, case_id: object, reason: str, kind: str = "malformed"):
-        super().__init__(f"CounterFact record case_id={case_id}: {reason} (use --skip-bad to skip such records)")
+        super().__init__(f"CounterFact record case_id={case_id}: {reason} (use `skip_bad` to skip such records)")
         self.case_id = case_id
         self.reason = reason
         self.kind = kind
@@ -89,9 +89,10 @@ def load_counterfact(path: str | Path | None = None, skip_bad: bool = False) -> 
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--counterfact={str(path)!r} is not valid JSON ({err})") from None
+        raise ConfigError(f"counterfact={str(path)!r} is not valid JSON ({err})", field="counterfact") from None
     if not isinstance(raw, list):
-        raise ConfigError(f"--counterfact={str(path)!r}: expected a JSON list of records, got {type(raw).__name__}")
+        raise ConfigError(f"counterfact={str(path)!r}: expected a JSON list of records, got {type(raw).__name__}",
+                          field="counterfact")
     records, skipped, seen = [], [], set()
     for i, item in enumerate(raw):
         try:
@@ -118,7 +119,7 @@ def find_counterfact(path: str | Path | None = None) -> Path | None:
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise ConfigError(f"--counterfact={str(path)!r} is invalid: no such file")
+            raise ConfigError(f"counterfact={str(path)!r} is invalid: no such file", field="counterfact")
         return path.resolve()
     checkout = Path(__file__).resolve().parents[3]      # src/assocmem/hijack/counterfact.py -> the checkout
     for base in (checkout, Path.cwd()):
@@ -127,7 +128,7 @@ def find_counterfact(path: str | Path | None = None) -> Path | None:
     if os.environ.get(ENV_VAR):
         path = Path(os.environ[ENV_VAR]).expanduser()
         if not path.is_file():
-            raise ConfigError(f"${ENV_VAR}={str(path)!r} is invalid: no such file (unset it, or pass --counterfact)")
+            raise ConfigError(f"${ENV_VAR}={str(path)!r} is invalid: no such file (unset it, or pass `counterfact`)")
         return path.resolve()
     return None
 
@@ -190,11 +191,11 @@ def download_counterfact(url: str = OFFICIAL_URL, sha256: str = OFFICIAL_SHA256,
             got = sha256_file(tmp)
             if got != sha256:
                 raise ConfigError(f"downloaded CounterFact from {url} has sha256 {got}, expected {sha256}; "
-                                  "pass --counterfact PATH to a checked local copy")
+                                  "pass `counterfact` PATH to a checked local copy")
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", err)
         raise ConfigError(f"could not download CounterFact from {url} ({reason}); offline? "
-                          "pass --counterfact PATH to a local copy of counterfact.json") from None
+                          "pass `counterfact` PATH to a local copy of counterfact.json") from None
     return dest
 
 
@@ -225,7 +226,8 @@ def select_records(
             if rel not in by_relation:
                 close = did_you_mean(rel, sorted(by_relation))
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ConfigError(f"--relations: relation {rel!r} has no records in this CounterFact file{hint}")
+                raise ConfigError(f"relations: relation {rel!r} has no records in this CounterFact file{hint}",
+                                  field="relations")
         by_relation = {rel: by_relation[rel] for rel in wanted}
     if spread is not None:
         quota = math.ceil(spread / max(len(by_relation), 1))
@@ -266,18 +268,16 @@ class CounterFactSelection:
                                    "instead of stopping.")
 
     def __post_init__(self) -> None:
-        from assocmem.config import check_int_range
+        from assocmem.config import as_tuple, check_int_range
 
-        if isinstance(self.relations, str):
-            object.__setattr__(self, "relations", (self.relations,))
         if self.relations is not None:
-            object.__setattr__(self, "relations", tuple(str(r) for r in self.relations))
+            object.__setattr__(self, "relations", as_tuple("relations", self.relations))
         for name in ("per_relation", "records", "limit"):
             if getattr(self, name) is not None:
-                check_int_range("--" + name.replace("_", "-"), getattr(self, name), 1)
-        check_int_range("--seed", self.seed, 0)
+                check_int_range(name, getattr(self, name), 1)
+        check_int_range("seed", self.seed, 0)
         if self.counterfact is not None and not Path(self.counterfact).expanduser().is_file():
-            raise ConfigError(f"--counterfact={self.counterfact!r} is invalid: no such file")
+            raise ConfigError(f"counterfact={self.counterfact!r} is invalid: no such file", field="counterfact")
 
     @property
     def path(self) -> Path:

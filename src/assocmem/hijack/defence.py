@@ -32,12 +32,13 @@ from assocmem.hijack.mechanism import Items, mean_ci
 from assocmem.hijack.mechanism_config import DefenceSettings
 from assocmem.models.anatomy import find_parts
 from assocmem.models.heads import HeadEdit, edited_heads, head_layout, scale_edits
+from assocmem.models.llm import LoadedLM
 
 METHODS = ("none", "defence", "block", "heads")   # nothing / the chosen scale / whole blocks at 0 / every scale tried
 
 
 @torch.inference_mode()
-def read_scores(lm, data: Items, batching, runs: Sequence[Sequence[HeadEdit]] = ((),)) -> list[pd.DataFrame]:
+def read_scores(lm: LoadedLM, data: Items, batching, runs: Sequence[Sequence[HeadEdit]] = ((),)) -> list[pd.DataFrame]:
     """Per run of `runs` (a list of head edits, applied at every forward of that run), per item of `data`:
     log P and vocabulary rank of both targets' first tokens at its read. One packed layout per batch of
     records; the first run is fed whole, every other one from the lowest block any run edits (below it
@@ -117,7 +118,8 @@ class DefenceResult:
     chosen: dict
 
 
-def defend(lm, data: Items, halves: dict[int, str], heads: Sequence[tuple[int, int]], settings: DefenceSettings,
+def defend(lm: LoadedLM, data: Items, halves: dict[int, str], heads: Sequence[tuple[int, int]],
+           settings: DefenceSettings,
            batching) -> DefenceResult:
     """Score every item of `data` undefended, with `heads` at each scale of `settings.scales`, and with every
     head of their blocks at 0; choose the scale on the choosing half; label the chosen rows "defence"."""

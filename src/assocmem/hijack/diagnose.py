@@ -1,11 +1,12 @@
 """`assocmem hijack diagnose`: attention to the distractors, a logit lens of both targets and the
 embedding spectrum inside a causal LM, on a CounterFact sample spread over the relations.
 
-    summary = run_diagnose(DiagnoseConfig.of(records=200, ns=(0, 1, 3)), "runs/diagnose")
+    result = run_diagnose(DiagnoseConfig.of(records=200, ns=(0, 1, 3)), "runs/diagnose")
+    result.attention, result.logit_lens, result.embedding_spectrum, result.summary     # a DiagnoseResult
 
-Writes, under its out folder: attention.{parquet,csv,png}, logit_lens.{parquet,csv,png},
+Writes, under its out folder (if one is given): attention.{parquet,csv,png}, logit_lens.{parquet,csv,png},
 embedding_spectrum.{parquet,csv,png}, summary.json and config.json (see assocmem.hijack.diagnostics
-for what each measures).
+for what each measures); `DiagnoseResult.load(folder)` reads them back.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from assocmem.config import Composed, check_int_range, int_list, option, save_config
+from assocmem.config import Composed, check_int_range, int_tuple, option, read_config, save_config
 from assocmem.errors import ConfigError
 from assocmem.hijack import diagnostics as D
 from assocmem.hijack.counterfact import CounterFactSelection
-from assocmem.hijack.schemes import get_scheme
+from assocmem.hijack.schemes import scheme_names
 from assocmem.hijack.scoring import Batching
 from assocmem.models.spec import ModelSpec
+from assocmem.models.llm import LoadedLM
 
 
 @dataclass(frozen=True)
@@ -40,17 +43,9 @@ class DiagnoseConfig(Composed):
     top_k_gap: int = option(64, "Eigen-gap searched among the top k singular values.")
 
     def __post_init__(self):
-        object.__setattr__(self, "ns", tuple(int_list("--n", self.ns)))
-        object.__setattr__(self, "schemes", (self.schemes,) if isinstance(self.schemes, str) else tuple(self.schemes))
-        check_int_range("--top-k-gap", self.top_k_gap, 1)
-        if not self.ns:
-            raise ConfigError("--n is invalid: give at least one n")
-        for n in self.ns:
-            check_int_range("--n", n, 0)
-        if not self.schemes:
-            raise ConfigError("--schemes is invalid: give at least one scheme")
-        for name in self.schemes:
-            get_scheme(name, self.template)
+        object.__setattr__(self, "ns", int_tuple("ns", self.ns, 0))
+        object.__setattr__(self, "schemes", scheme_names(self.schemes, self.template))
+        check_int_range("top_k_gap", self.top_k_gap, 1)
 
 
 @dataclass
@@ -64,7 +59,7 @@ class _Prompts:
     masks: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
 
 
-def _build_prompts(lm, records, config: DiagnoseConfig) -> tuple[_Prompts, list[tuple[object, str]]]:
+def _build_prompts(lm: LoadedLM, records, config: DiagnoseConfig) -> tuple[_Prompts, list[tuple[object, str]]]:
     from assocmem.hijack.counterfact import BadRecord
     from assocmem.hijack.schemes import build_prompt, get_scheme
 
@@ -100,28 +95,60 @@ def _build_prompts(lm, records, config: DiagnoseConfig) -> tuple[_Prompts, list[
     return out, skipped
 
 
-def run_diagnose(config: DiagnoseConfig, out_dir: str | Path, lm=None) -> dict:
-    """Attention, logit lens and embedding spectrum on a stratified CounterFact sample; writes
-    tables, PNGs, summary.json and config.json under `out_dir` and returns the summary.
+TABLES = ("attention", "logit_lens", "embedding_spectrum")
+
+
+@dataclass
+class DiagnoseResult:
+    """What `run_diagnose` gives: per (scheme, layer, n) the attention to the distractors and the logit lens of
+    both targets, the embedding's spectrum, the summary (the takeover layer, the attention peak, the
+    embedding's effective rank and eigen-gap) and the config. `save`/`load` keep it in a folder."""
+
+    attention: pd.DataFrame
+    logit_lens: pd.DataFrame
+    embedding_spectrum: pd.DataFrame
+    summary: dict
+    config: DiagnoseConfig | dict
+
+    def save(self, folder: str | Path) -> Path:
+        from assocmem.io import write_json, write_tables
+
+        folder = Path(folder)
+        write_tables(folder, {name: getattr(self, name) for name in TABLES}, csv=TABLES)
+        save_config(self.config, folder / "config.json") if not isinstance(self.config, dict) else \
+            write_json(folder / "config.json", self.config)
+        write_json(folder / "summary.json", self.summary)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "DiagnoseResult":
+        from assocmem.io import read_json, read_tables
+
+        folder = Path(folder)
+        tables = read_tables(folder, TABLES)
+        return cls(**tables, summary=read_json(folder / "summary.json"),
+                   config=read_config(DiagnoseConfig, read_json(folder / "config.json")))
+
+
+def run_diagnose(config: DiagnoseConfig, out_dir: str | Path | None = None,
+                 lm: LoadedLM | None = None) -> DiagnoseResult:
+    """Attention, logit lens and embedding spectrum on a stratified CounterFact sample; with `out_dir`,
+    writes tables, PNGs, summary.json and config.json there.
 
     One forward pass per scheme serves both the attention and the lens tables. `lm` may be passed
-    (a LoadedLM) to skip loading `config.model`.
+    (a LoadedLM, or what `models.llm.as_lm` takes) to skip loading `config.lm`.
     """
-    import pandas as pd
-
     from assocmem.hijack import diagnostics_plots as plots
-    from assocmem.io import write_json
+    from assocmem.models.llm import as_lm
 
-    out_dir = Path(out_dir)
     t0 = time.perf_counter()
     loaded, records = config.selection.load()
-    lm = lm or config.lm.load()
+    lm = as_lm(lm) if lm is not None else config.lm.load()
     D.find_parts(lm.model)  # fail on an unknown layout before any work
     t_load = time.perf_counter()
     prompts, skipped = _build_prompts(lm, records, config)
     if not prompts.text:
         raise ConfigError("diagnose: no usable records left (all skipped)")
-    out_dir.mkdir(parents=True, exist_ok=True)   # only once the input is checked: a refused run leaves nothing
     attention, lens, t_trace = [], [], 0.0
     for scheme in config.schemes:
         sel = [i for i, s in enumerate(prompts.scheme) if s == scheme]
@@ -146,12 +173,6 @@ def run_diagnose(config: DiagnoseConfig, out_dir: str | Path, lm=None) -> dict:
     s_c = spectrum["singular_value_centered"].to_numpy()
     gap_k_c, gap_ratio_c = D.eigengap(s_c, config.top_k_gap)
     t_spectrum = time.perf_counter()
-    for name, table in (("attention", attention_df), ("logit_lens", lens_df), ("embedding_spectrum", spectrum)):
-        table.to_parquet(out_dir / f"{name}.parquet", index=False)
-        table.to_csv(out_dir / f"{name}.csv", index=False)
-    plots.plot_attention(attention_df, out_dir / "attention.png", lm.name)
-    plots.plot_logit_lens(lens_df, out_dir / "logit_lens.png", lm.name)
-    plots.plot_spectrum(spectrum, out_dir / "embedding_spectrum.png", gap_k, erank, lm.name)
     summary = {
         "model": lm.name, "records": len(records) - len(skipped), "prompts": len(prompts.text),
         "skipped": len(skipped), "skipped_examples": skipped[:20], "skipped_in_file": len(loaded.skipped),
@@ -167,9 +188,13 @@ def run_diagnose(config: DiagnoseConfig, out_dir: str | Path, lm=None) -> dict:
                     "spectrum": t_spectrum - t_forward,
                     "total": time.perf_counter() - t0},
     }
-    save_config(config, out_dir / "config.json")
-    write_json(out_dir / "summary.json", summary)
-    return summary
+    result = DiagnoseResult(attention_df, lens_df, spectrum, summary, config)
+    if out_dir is not None:   # only once the input is checked: a refused run leaves nothing
+        out_dir = result.save(out_dir)
+        plots.plot_attention(attention_df, out_dir / "attention.png", lm.name)
+        plots.plot_logit_lens(lens_df, out_dir / "logit_lens.png", lm.name)
+        plots.plot_spectrum(spectrum, out_dir / "embedding_spectrum.png", gap_k, erank, lm.name)
+    return result
 
 
 def _takeover(lens_df) -> dict:

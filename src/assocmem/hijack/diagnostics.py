@@ -41,7 +41,9 @@ import torch
 from assocmem import linalg
 from assocmem.errors import ConfigError
 from assocmem.linalg import effective_rank  # noqa: F401  (re-exported for diagnose)
-from assocmem.models.anatomy import LensParts, device_of, find_parts  # noqa: F401  (LensParts re-exported)
+from assocmem.models.anatomy import find_parts
+from assocmem.models.llm import LoadedLM
+from assocmem.models.readout import unembed
 
 # ---------------------------------------------------------------------------------------------
 # Tokens: one encoding for the forward pass and for the masks, so positions always agree.
@@ -135,9 +137,13 @@ def _first_tensor(x):
 
 
 @torch.inference_mode()
-def trace_last_position(lm, prompts: Sequence[str], batch_tokens: int | None = None, attention: bool = True,
-                        groups: Sequence[object] | None = None) -> LastPositionTrace:
+def trace_last_position(lm: LoadedLM, prompts: Sequence[str] | None, batch_tokens: int | None = None,
+                        attention: bool = True, groups: Sequence[object] | None = None,
+                        encoded: Sequence[Sequence[int]] | None = None) -> LastPositionTrace:
     """Run `lm` on `prompts` and keep the last position's residual stream and attention pattern.
+
+    `encoded`: the prompts' token ids as a caller already has them (special prefix included), instead of
+    `prompts`, so that the trace reads exactly the tokens another computation on the same prompts reads.
 
     Through the scorer's packed engine (models.packing, models.packed_forward): prompts of one group
     (e.g. one record × scheme at several n) share the sentences they repeat, every prompt keeps its
@@ -149,11 +155,13 @@ def trace_last_position(lm, prompts: Sequence[str], batch_tokens: int | None = N
     from assocmem.models.packed_forward import forward_rows
     from assocmem.models.packing import iter_layouts, plan_batches
 
-    encoded = [tuple(_encode(lm.tokenizer, p)[0]) for p in prompts]
+    if encoded is None:
+        encoded = [_encode(lm.tokenizer, p)[0] for p in prompts]
+    encoded = [tuple(e) for e in encoded]
     lengths = torch.tensor([len(e) for e in encoded])
     budget = resolve_batch_tokens(batch_tokens, lm.device)
     plan = plan_batches(encoded, groups, None, budget, DEFAULT_ROW_TOKENS)
-    resid: list[torch.Tensor | None] = [None] * len(prompts)
+    resid: list[torch.Tensor | None] = [None] * len(encoded)
     T_max = int(lengths.max())
     pattern = None
     for packed, members in iter_layouts(encoded, plan, pad_token(lm.tokenizer)):
@@ -171,13 +179,13 @@ def trace_last_position(lm, prompts: Sequence[str], batch_tokens: int | None = N
             per_layer = [a.cpu().gather(2, view[:, None, :].expand(-1, a.shape[1], -1)) * valid[:, None, :]
                          for a in out.attention]                                     # each (R, head, T_max)
             if pattern is None:
-                pattern = torch.zeros(len(prompts), len(per_layer), per_layer[0].shape[1], T_max)
+                pattern = torch.zeros(len(encoded), len(per_layer), per_layer[0].shape[1], T_max)
             pattern[members] = torch.stack(per_layer, dim=1)
     return LastPositionTrace(resid=torch.stack(resid), pattern=pattern, lengths=lengths)
 
 
 @torch.inference_mode()
-def lens_logprobs(lm, resid: torch.Tensor, token_ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def lens_logprobs(lm: LoadedLM, resid: torch.Tensor, token_ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Logit lens: log-softmax of ln_final(resid) @ W_U (softcapped if the model is) at `token_ids`.
 
     resid: (prompt, layer+1, d_model); token_ids: (prompt, k) → (prompt, layer+1, k). Chunked over
@@ -186,15 +194,11 @@ def lens_logprobs(lm, resid: torch.Tensor, token_ids: torch.Tensor, chunk: int =
     parts = find_parts(lm.model)
     P, L1, d = resid.shape
     device = parts.W_U.weight.device
-    dtype = parts.W_U.weight.dtype
     flat = resid.reshape(P * L1, d)
     ids = token_ids.repeat_interleave(L1, dim=0)  # (prompt*(layer+1), k)
     out = []
     for s in range(0, flat.shape[0], chunk):
-        x = parts.ln_final(flat[s:s + chunk].to(device=device_of(parts.ln_final, device), dtype=dtype))
-        logits = parts.W_U(x.to(device)).float()  # (chunk, d_vocab)
-        if parts.softcap is not None:
-            logits = torch.tanh(logits / parts.softcap) * parts.softcap
+        logits = unembed(parts, flat[s:s + chunk], normed=False)  # (chunk, d_vocab)
         # gather - logsumexp: reads the chunk of logits once more instead of writing a log_softmax copy
         picked = logits.gather(1, ids[s:s + chunk].to(device)) - torch.logsumexp(logits, dim=-1, keepdim=True)
         out.append(picked.cpu())
@@ -202,15 +206,9 @@ def lens_logprobs(lm, resid: torch.Tensor, token_ids: torch.Tensor, chunk: int =
 
 
 @torch.inference_mode()
-def final_logprobs(lm, resid: torch.Tensor) -> torch.Tensor:
+def final_logprobs(lm: LoadedLM, resid: torch.Tensor) -> torch.Tensor:
     """(prompt, d_vocab) next-token log-probabilities from the last block's output (= the model's)."""
-    parts = find_parts(lm.model)
-    W = parts.W_U.weight
-    x = parts.ln_final(resid[:, -1].to(device=device_of(parts.ln_final, W.device), dtype=W.dtype))
-    logits = parts.W_U(x.to(W.device)).float()
-    if parts.softcap is not None:
-        logits = torch.tanh(logits / parts.softcap) * parts.softcap
-    return torch.log_softmax(logits, dim=-1).cpu()
+    return torch.log_softmax(unembed(find_parts(lm.model), resid[:, -1], normed=False), dim=-1).cpu()
 
 
 def attention_mass(pattern: torch.Tensor, key_masks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -277,7 +275,7 @@ def lens_table(logp_true: torch.Tensor, logp_false: torch.Tensor, ns: Sequence[i
     return pd.DataFrame(rows)
 
 
-def attention_to_distractors(lm, prompts: Sequence[str], distractor_masks: Sequence[torch.Tensor],
+def attention_to_distractors(lm: LoadedLM, prompts: Sequence[str], distractor_masks: Sequence[torch.Tensor],
                              ns: Sequence[int], batch_tokens: int | None = None) -> pd.DataFrame:
     """Per layer and n, the attention mass the answer position puts on the distractor tokens (§5.4).
 
@@ -288,7 +286,7 @@ def attention_to_distractors(lm, prompts: Sequence[str], distractor_masks: Seque
     return attention_table(trace, distractor_masks, ns)
 
 
-def logit_lens(lm, prompts: Sequence[str], target_true_ids: Sequence[int], target_false_ids: Sequence[int],
+def logit_lens(lm: LoadedLM, prompts: Sequence[str], target_true_ids: Sequence[int], target_false_ids: Sequence[int],
                ns: Sequence[int], batch_tokens: int | None = None) -> pd.DataFrame:
     """Per layer and n, mean log P(target_true) and log P(target_false) read through the final norm
     and unembedding at the last position (layer 0 = embeddings, last = the model's own output)."""
@@ -311,7 +309,7 @@ def eigengap(s, top_k: int = 64) -> tuple[int, float]:
     return int(k), float(ratio)
 
 
-def embedding_spectrum(lm) -> pd.DataFrame:
+def embedding_spectrum(lm: LoadedLM) -> pd.DataFrame:
     """Singular value spectrum of the token embedding W_E (model.get_input_embeddings().weight).
 
     Columns: index (1-based), singular_value, singular_value_centered (of W_E minus its mean row: a

@@ -49,6 +49,8 @@ import torch
 from assocmem.hijack.mechanism_config import (COMPONENTS, LAYER_SETS, VARIANTS, DefenceSettings,  # noqa: F401
                                               DefendConfig, MechanismConfig)
 from assocmem.models.anatomy import block_parts, find_parts
+from assocmem.models.llm import LoadedLM
+from assocmem.models.readout import unembed
 
 
 def layer_sets(n_layers: int, kinds: Sequence[str], window: int, stride: int) -> list[tuple[str, str, tuple[int, ...]]]:
@@ -212,19 +214,11 @@ def build_items(tokenizer, records, scheme_name: str, ns: Sequence[int], templat
 # Margins and restoration
 
 @torch.inference_mode()
-def target_margins(lm, hidden: torch.Tensor, true_ids: Sequence[int], false_ids: Sequence[int]) -> np.ndarray:
+def target_margins(lm: LoadedLM, hidden: torch.Tensor, true_ids: Sequence[int], false_ids: Sequence[int]) -> np.ndarray:
     """(R,) float64 log P(true) − log P(false) from the body's output at R reads: the difference of the
     two (softcapped) logits, which equals the difference of the scorer's log-probabilities (tested)."""
-    parts = find_parts(lm.model)
-    W = parts.W_U.weight
-    h = hidden.to(W.device, W.dtype)
-    ids = torch.tensor([list(true_ids), list(false_ids)], device=W.device)            # (2, R)
-    logits = torch.einsum("rd,krd->kr", h, W[ids]).float()                              # (2, R)
-    bias = getattr(parts.W_U, "bias", None)
-    if bias is not None:
-        logits = logits + bias[ids].float()
-    if parts.softcap is not None:
-        logits = torch.tanh(logits / parts.softcap) * parts.softcap
+    ids = torch.tensor([list(true_ids), list(false_ids)])                                # (2, R)
+    logits = unembed(find_parts(lm.model), hidden, normed=True, tokens=ids)            # (2, R)
     return (logits[0] - logits[1]).double().cpu().numpy()
 
 
@@ -378,7 +372,7 @@ def _knockout_edit(cells: dict[int, tuple[torch.Tensor, ...]], n_heads: int | No
     return edit
 
 
-def run_interventions(lm, rows, cache, ext, interventions: Sequence[Intervention], probe_index: Sequence[int],
+def run_interventions(lm: LoadedLM, rows, cache, ext, interventions: Sequence[Intervention], probe_index: Sequence[int],
                       items: Sequence[Item], clean: dict, clean_row: dict[int, int],
                       start: int = 0, entering: torch.Tensor | None = None) -> torch.Tensor:
     """One extension forward: (probes of `ext`, d_model) body output at each probe's read.
@@ -462,7 +456,7 @@ class Analysis:
     stats: dict
 
 
-def analyse(lm, data: Items, config: MechanismConfig, progress: Callable[[float, str], None] | None = None,
+def analyse(lm: LoadedLM, data: Items, config: MechanismConfig, progress: Callable[[float, str], None] | None = None,
             planner: Callable[[Sequence[Item], list[int], int], list[Intervention]] | None = None) -> Analysis:
     """Margins of every item, then every intervention on its hijacked items: `planner(items, which,
     n_layers)` (default: `plan_interventions` with `config`) lists them per packed batch."""

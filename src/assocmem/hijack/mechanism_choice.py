@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from assocmem.hijack.mechanism import mean_ci
+from assocmem.tables import where
 
 HALVES = ("choose", "judge")
 
@@ -27,14 +28,11 @@ def split_halves(case_ids: Iterable[int], seed: int) -> dict[int, str]:
     return {int(ids[p]): HALVES[0] if j < k else HALVES[1] for j, p in enumerate(order)}
 
 
-def per_record(iv: pd.DataFrame, *, half: str | None = None, **match) -> pd.Series:
-    """Restoration per (case_id, label) of the used records whose columns equal `match` (and `half`)."""
-    part = iv[iv["used"]]
-    if half is not None:
-        part = part[part["half"] == half]
-    for column, value in match.items():
-        part = part[part[column].isin(value) if isinstance(value, (list, tuple, set)) else part[column] == value]
-    return part.set_index(["case_id", "label"])["restoration"]
+def per_record(iv: pd.DataFrame, *, half: str | None = None, by: str | tuple[str, ...] = "label",
+               **match) -> pd.Series:
+    """Restoration per (case_id, *by) of the used records whose columns equal `match` (and `half`)."""
+    part = where(iv[iv["used"]], **({"half": half} if half is not None else {}), **match)
+    return part.set_index(["case_id", *((by,) if isinstance(by, str) else by)])["restoration"]
 
 
 def mean_se(values) -> tuple[float, float, int]:
@@ -62,24 +60,26 @@ def chosen_layer_set(iv: pd.DataFrame, scheme: str, n: int) -> str | None:
 
 def carrying_blocks(iv: pd.DataFrame, scheme: str, n: int, k: int) -> list[int]:
     """The k single blocks whose read-position knockout restores most on the choosing half, best first."""
-    r = per_record(iv, half="choose", scheme=scheme, n=n, analysis="knockout", variant="read", set_kind="single")
+    r = per_record(iv, half="choose", by="layer_lo", scheme=scheme, n=n, analysis="knockout", variant="read",
+                   set_kind="single")
     if not len(r):
         return []
-    means = r.groupby(level="label").mean().sort_values(ascending=False, kind="stable")
-    return [int(label) for label in means.index[:k]]
+    means = r.groupby(level="layer_lo").mean().sort_values(ascending=False, kind="stable")
+    return [int(block) for block in means.index[:k]]
 
 
 def head_ranking(iv: pd.DataFrame, scheme: str, n: int, half: str | None = "choose") -> pd.DataFrame:
     """Per head (label "block.head"): mean restoration of its read-position knockout and SE, the paired
     difference to its control and SE, records, and `passed` (both > 2 SE); best mean first."""
-    ko = per_record(iv, half=half, scheme=scheme, n=n, analysis="knockout", set_kind="head")
-    ctl = per_record(iv, half=half, scheme=scheme, n=n, analysis="control", set_kind="head")
+    by = ("label", "layer_lo", "head")
+    ko = per_record(iv, half=half, by=by, scheme=scheme, n=n, analysis="knockout", set_kind="head")
+    ctl = per_record(iv, half=half, by=by, scheme=scheme, n=n, analysis="control", set_kind="head")
     rows = []
-    for label, g in ko.groupby(level="label"):
+    for (label, block, head), g in ko.groupby(level=list(by)):
         m, se, k = mean_se(g.to_numpy())
         both = g.index.intersection(ctl.index)
         d, d_se, _ = mean_se((g[both] - ctl[both]).to_numpy())
-        block, head = (int(p) for p in str(label).split("."))
+        block, head = int(block), int(head)
         rows.append({"label": str(label), "block": block, "head": head, "mean": m, "se": se, "records": k,
                      "minus_control": d, "minus_control_se": d_se,
                      "passed": bool(m > 2 * se and d > 2 * d_se)})

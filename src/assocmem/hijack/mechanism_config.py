@@ -9,20 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from assocmem.config import Composed, check_choice, check_float_range, check_int_range, int_list, option
+from assocmem.config import Composed, as_tuple, check_choice, check_float_range, check_int_range, int_tuple, option
 from assocmem.errors import ConfigError, bad_option
 from assocmem.hijack.counterfact import CounterFactSelection
-from assocmem.hijack.schemes import get_scheme
+from assocmem.hijack.schemes import scheme_names
 from assocmem.hijack.scoring import Batching
 from assocmem.models.spec import ModelSpec
 
 VARIANTS = ("read", "prompt")            # knockout from the read position / from every prompt token
 LAYER_SETS = ("single", "window", "all")
 COMPONENTS = ("resid", "attn", "mlp")    # block output (residual stream), attention output, MLP output
-
-
-def _tuple(value) -> tuple:
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def parse_head(flag: str, text: str) -> tuple[int, int]:
@@ -54,25 +50,22 @@ class DefenceSettings:
                                               "the heads found; the scale is still chosen on the choosing half.")
 
     def __post_init__(self):
-        object.__setattr__(self, "scale_heads", _tuple(self.scale_heads))
+        object.__setattr__(self, "scale_heads", as_tuple("scale_heads", self.scale_heads))
         for h in self.scale_heads:
-            parse_head("--scale-heads", h)
-        try:
-            scales = tuple(float(s) for s in _tuple(self.scales))
-        except (TypeError, ValueError):
-            raise bad_option("--scales", " ".join(map(str, _tuple(self.scales))), "numbers in [0, 1)") from None
+            parse_head("scale_heads", h)
+        scales = as_tuple("scales", self.scales, float, "numbers in [0, 1)")
         if not scales:
-            raise bad_option("--scales", "", "at least one number in [0, 1)")
+            raise bad_option("scales", "", "at least one number in [0, 1)")
         for s in scales:
-            check_float_range("--scales", s, 0.0, 1.0, hi_open=True)
+            check_float_range("scales", s, 0.0, 1.0, hi_open=True)
         object.__setattr__(self, "scales", tuple(sorted(set(scales))))
-        check_int_range("--max-heads", self.max_heads, 1)
-        check_int_range("--extra-records", self.extra_records, 0)
-        check_float_range("--min-head-restoration", self.min_head_restoration, 0.0)
-        check_float_range("--min-recall", self.min_recall, 0.0, 1.0)
+        check_int_range("max_heads", self.max_heads, 1)
+        check_int_range("extra_records", self.extra_records, 0)
+        check_float_range("min_head_restoration", self.min_head_restoration, 0.0)
+        check_float_range("min_recall", self.min_recall, 0.0, 1.0)
 
     def given_heads(self) -> tuple[tuple[int, int], ...]:
-        return tuple(parse_head("--scale-heads", h) for h in self.scale_heads)
+        return tuple(parse_head("scale_heads", h) for h in self.scale_heads)
 
 
 @dataclass(frozen=True)
@@ -109,36 +102,30 @@ class MechanismConfig(Composed):
     template: str | None = option(None, 'Sentence of scheme "template".')
 
     def __post_init__(self):
-        for name in ("schemes", "variants", "layer_sets", "prompt_layer_sets", "components"):
-            object.__setattr__(self, name, _tuple(getattr(self, name)))
-        object.__setattr__(self, "ns", tuple(int_list("--n", self.ns)))
-        if not self.ns:
-            raise ConfigError("--n is invalid: give at least one n >= 1")
-        for n in self.ns:
-            check_int_range("--n", n, 1)
-        if not self.schemes:
-            raise ConfigError("--schemes is invalid: give at least one scheme")
-        for name, values, allowed in (("--variants", self.variants, VARIANTS),
-                                      ("--layer-sets", self.layer_sets, LAYER_SETS),
-                                      ("--prompt-layer-sets", self.prompt_layer_sets, LAYER_SETS),
-                                      ("--components", self.components, COMPONENTS)):
+        for name in ("variants", "layer_sets", "prompt_layer_sets", "components"):
+            object.__setattr__(self, name, as_tuple(name, getattr(self, name)))
+        object.__setattr__(self, "ns", int_tuple("ns", self.ns, 1))
+        object.__setattr__(self, "schemes", scheme_names(self.schemes, self.template))
+        for name, values, allowed in (("variants", self.variants, VARIANTS),
+                                      ("layer_sets", self.layer_sets, LAYER_SETS),
+                                      ("prompt_layer_sets", self.prompt_layer_sets, LAYER_SETS),
+                                      ("components", self.components, COMPONENTS)):
             for v in values:
                 check_choice(name, v, allowed)
         given = bool(self.defence.scale_heads)
         if self.heads and not given and not ("read" in self.variants and "single" in self.layer_sets):
-            raise ConfigError("--heads needs --variants read and --layer-sets single (the carrying blocks are the "
-                              "single blocks whose read-position knockout restores most); or pass --no-heads")
+            raise ConfigError("heads needs `variants` read and `layer_sets` single (the carrying blocks are the "
+                              "single blocks whose read-position knockout restores most); or turn `heads` off",
+                              field="heads")
         if self.defend and not (self.heads or given):
-            raise ConfigError("--defend needs --heads (the heads found) or --scale-heads BLOCK.HEAD ...")
+            raise ConfigError("defend needs `heads` (the heads found) or `scale_heads` BLOCK.HEAD ...", field="defend")
         if not (self.variants and self.layer_sets) and not self.components and not self.defend:
-            raise ConfigError("--variants/--layer-sets and --components are invalid: nothing to run")
-        check_int_range("--window", self.window, 1)
-        check_int_range("--stride", self.stride, 1)
-        check_int_range("--head-blocks", self.head_blocks, 1)
-        check_float_range("--min-shift", self.min_shift, 0.0)
-        check_int_range("--probe-tokens", self.probe_tokens, 1)
-        for scheme in self.schemes:
-            get_scheme(scheme, self.template)
+            raise ConfigError("variants, `layer_sets` and `components` are invalid: nothing to run", field="variants")
+        check_int_range("window", self.window, 1)
+        check_int_range("stride", self.stride, 1)
+        check_int_range("head_blocks", self.head_blocks, 1)
+        check_float_range("min_shift", self.min_shift, 0.0)
+        check_int_range("probe_tokens", self.probe_tokens, 1)
 
     @property
     def seed(self) -> int:

@@ -26,31 +26,82 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from assocmem.config import save_config
+from assocmem.config import read_config, save_config
 from assocmem.errors import ConfigError
 from assocmem.hijack import mechanism as M
 from assocmem.hijack import mechanism_choice as C
 from assocmem.io import write_csv, write_parquet
+from assocmem.models.llm import LoadedLM
 
 
-def run_mechanism(config: M.MechanismConfig, out_dir: str | Path, lm=None, progress=None) -> dict:
-    """The three stages above on `config`; writes tables, PNGs, summary.json and config.json under
-    `out_dir` and returns the summary. `lm` may be passed (a LoadedLM) to skip loading `config.lm`;
+TABLES = ("records", "interventions", "restoration", "defence_records", "defence")
+
+
+@dataclass
+class MechanismResult:
+    """What `run_mechanism` gives: per scheme × record × n the margins and halves (`records`), per intervention
+    its margin and restoration (`interventions`), their means (`restoration`), the defence's rows and table
+    (empty without a defence), the summary (choices, headline, seconds) and the config; `heads` is the
+    restoration table's per-head rows. `save`/`load` keep it in a folder."""
+
+    records: pd.DataFrame
+    interventions: pd.DataFrame
+    restoration: pd.DataFrame
+    defence_records: pd.DataFrame
+    defence: pd.DataFrame
+    summary: dict
+    config: M.MechanismConfig | dict
+
+    @property
+    def heads(self) -> pd.DataFrame:
+        table = self.restoration
+        return table[table["head"] >= 0] if len(table) and "head" in table else table.iloc[0:0]
+
+    def save(self, folder: str | Path) -> Path:
+        """The tables (parquet; restoration, heads and defence also as CSV, rounded), summary.json, config.json."""
+        from assocmem.io import write_json, write_tables
+
+        folder = Path(folder)
+        tables = {name: getattr(self, name) for name in TABLES if name in ("records", "interventions", "restoration")
+                  or len(getattr(self, name))}
+        write_tables(folder, tables)
+        write_csv(folder / "restoration.csv", self.restoration.round(5))
+        if len(self.heads):
+            write_csv(folder / "heads.csv", self.heads.round(5))
+        if len(self.defence):
+            write_csv(folder / "defence.csv", self.defence.round(5))
+        save_config(self.config, folder / "config.json") if not isinstance(self.config, dict) else \
+            write_json(folder / "config.json", self.config)
+        write_json(folder / "summary.json", _plain(self.summary))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "MechanismResult":
+        from assocmem.io import read_json, read_tables
+
+        folder = Path(folder)
+        return cls(**read_tables(folder, TABLES), summary=read_json(folder / "summary.json"),
+                   config=read_config(M.MechanismConfig, read_json(folder / "config.json")))
+
+
+def run_mechanism(config: M.MechanismConfig, out_dir: str | Path | None = None, lm: LoadedLM | None = None,
+                  progress=None) -> MechanismResult:
+    """The three stages above on `config`; with `out_dir`, writes tables, PNGs, summary.json and config.json
+    there. `lm` may be passed (a LoadedLM, or what `models.llm.as_lm` takes) to skip loading `config.lm`;
     `progress(fraction, text)` is told per batch."""
     from assocmem.hijack.defence import defend
     from assocmem.hijack.mechanism_plots import plot_defence, plot_heads, plot_knockout, plot_patching
-    from assocmem.io import write_json
     from assocmem.models.heads import head_layout
+    from assocmem.models.llm import as_lm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    lm = lm or config.lm.load()
+    lm = as_lm(lm) if lm is not None else config.lm.load()
     n_layers = len(M.find_parts(lm.model).blocks)
     n_heads = head_layout(lm.model).n_heads if config.heads or config.defend else None
     if config.defend and config.defence.scale_heads:
@@ -117,41 +168,36 @@ def run_mechanism(config: M.MechanismConfig, out_dir: str | Path, lm=None, progr
             defence_rows.append(d.records.assign(scheme=scheme))
             defence_table.append(d.table.assign(scheme=scheme))
     table = M.restoration_table(iv) if len(iv) else pd.DataFrame()
-    files = {"records": records, "interventions": iv, "restoration": table}
-    if defence_rows:
-        files |= {"defence_records": pd.concat(defence_rows, ignore_index=True),
-                  "defence": pd.concat(defence_table, ignore_index=True)}
-    for name, frame in files.items():
-        write_parquet(out_dir / f"{name}.parquet", frame)
-    write_csv(out_dir / "restoration.csv", table.round(5))
-    if len(table) and "head" in table and (table["head"] >= 0).any():
-        write_csv(out_dir / "heads.csv", table[table["head"] >= 0].round(5))
-    if "defence" in files:
-        write_csv(out_dir / "defence.csv", files["defence"].round(5))
+    defence_rows = pd.concat(defence_rows, ignore_index=True) if defence_rows else pd.DataFrame()
+    defence_table = pd.concat(defence_table, ignore_index=True) if defence_table else pd.DataFrame()
+    result = MechanismResult(records, iv, table, defence_rows, defence_table, {}, config)
     figures = []
-    blocks = table[table["head"] < 0] if len(table) else table
-    if len(blocks) and blocks["analysis"].isin(["knockout", "control"]).any():
-        figures.append(plot_knockout(table, out_dir / "knockout.png", lm.name, n_layers))
-    if len(blocks) and (blocks["analysis"] == "patch").any():
-        figures.append(plot_patching(table, out_dir / "patching.png", lm.name, n_layers))
-    if len(table) and (table["head"] >= 0).any():
-        figures.append(plot_heads(table, out_dir / "heads.png", lm.name, n_heads))
-    if "defence" in files:
-        figures.append(plot_defence(files["defence"], out_dir / "defence.png", lm.name))
-    summary = {"model": lm.name, "layers": n_layers, "heads_per_block": n_heads, "schemes": list(config.schemes),
-               "choice_n": n_choose, "records": {s: info[s]["records"] for s in config.schemes},
-               "skipped": {s: info[s]["skipped"] for s in config.schemes}, "per_scheme": info,
-               "head_blocks": head_blocks, "headline": M.headline(table, records) if len(table) else {},
-               "stats": stats, "interventions": int(sum(x["interventions"] for x in stats)),
-               "figures": [f.name for f in figures],
-               "seconds": {"load": t_load - t0, "analysis": float(sum(x["seconds"] for x in stats)),
-                           "total": time.perf_counter() - t0}}
-    save_config(config, out_dir / "config.json")
-    write_json(out_dir / "summary.json", _plain(summary))
-    return summary
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        blocks = table[table["head"] < 0] if len(table) else table
+        if len(blocks) and blocks["analysis"].isin(["knockout", "control"]).any():
+            figures.append(plot_knockout(table, out_dir / "knockout.png", lm.name, n_layers))
+        if len(blocks) and (blocks["analysis"] == "patch").any():
+            figures.append(plot_patching(table, out_dir / "patching.png", lm.name, n_layers))
+        if len(result.heads):
+            figures.append(plot_heads(table, out_dir / "heads.png", lm.name, n_heads))
+        if len(defence_table):
+            figures.append(plot_defence(defence_table, out_dir / "defence.png", lm.name))
+    result.summary = {"model": lm.name, "layers": n_layers, "heads_per_block": n_heads, "schemes": list(config.schemes),
+                      "choice_n": n_choose, "records": {s: info[s]["records"] for s in config.schemes},
+                      "skipped": {s: info[s]["skipped"] for s in config.schemes}, "per_scheme": info,
+                      "head_blocks": head_blocks, "headline": M.headline(table, records) if len(table) else {},
+                      "stats": stats, "interventions": int(sum(x["interventions"] for x in stats)),
+                      "figures": [f.name for f in figures],
+                      "seconds": {"load": t_load - t0, "analysis": float(sum(x["seconds"] for x in stats)),
+                                  "total": time.perf_counter() - t0}}
+    if out_dir is not None:
+        result.save(out_dir)
+    return result
 
 
-def _defence_sample(config: M.MechanismConfig, lm, scheme: str, records: list, halves: dict[int, str]):
+def _defence_sample(config: M.MechanismConfig, lm: LoadedLM, scheme: str, records: list, halves: dict[int, str]):
     """(items, halves) the defence is chosen and judged on: the mechanism's records with their halves, and
     `extra_records` more the scheme can build (none of the mechanism's), split into halves the same way."""
     extra, _ = M.scheme_records(config.selection, scheme, config.template, exclude={r.case_id for r in records},
@@ -177,8 +223,8 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def _check_heads(heads, n_layers: int, n_heads: int) -> None:
     for b, h in heads:
         if not (0 <= b < n_layers and 0 <= h < n_heads):
-            raise ConfigError(f"--scale-heads={b}.{h} is invalid: allowed blocks 0..{n_layers - 1} and heads "
-                              f"0..{n_heads - 1} for this model")
+            raise ConfigError(f"scale_heads={b}.{h} is invalid: allowed blocks 0..{n_layers - 1} and heads "
+                              f"0..{n_heads - 1} for this model", field="scale_heads")
 
 
 def _plain(obj):

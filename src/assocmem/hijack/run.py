@@ -1,6 +1,8 @@
 """The hijacking benchmark: CounterFact records × schemes × n = 0..max_n, scored by one causal LM.
 
-    summary = run_hijack(HijackConfig.of(schemes=("not-think", "relation"), max_n=5, per_relation=5), "runs/h")
+    result = run_hijack(HijackConfig.of(schemes=("not-think", "relation"), max_n=5, per_relation=5), "runs/h")
+    result.rows, result.rates, result.summary          # a HijackResult; HijackResult.load("runs/h") reads it back
+    result = score_hijack(lm, config)                   # the same rows in memory: no folder, no chunks
 
 Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make resume free):
 
@@ -25,22 +27,25 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from assocmem.config import Composed, check_int_range, flat_dict, from_flat, option, to_dict
+from assocmem.config import (Composed, as_tuple, check_int_range, flat_dict, flat_dict_of, from_flat, option,
+                             read_config, to_dict)
 from assocmem.errors import ConfigError
 from assocmem.hijack import distributed as D
 from assocmem.hijack.counterfact import BadRecord, CounterFactSelection, Record
 from assocmem.hijack.controls import with_mismatched_targets
 from assocmem.hijack.metrics import KNOWN_RULES, decide, directions, known, rates
-from assocmem.hijack.schemes import Scheme, get_scheme, prompt_parts, sentence
+from assocmem.hijack.schemes import Scheme, get_scheme, prompt_parts, scheme_names, sentence
 from assocmem.hijack.scoring import (Batching, ScoringConfig, collect, collect_ranks, encode_pairs, plan_requests,
                                      score_plan)
 from assocmem.io import read_json, write_json, write_parquet
 from assocmem.models.packing import PackingStats
 from assocmem.models.spec import ModelSpec
+from assocmem.models.llm import LoadedLM
 
 # Fields that may change between a run and its resumption (they do not change what is computed). The CounterFact
 # path may be spelt another way, or found without --counterfact: the file is compared by its sha256 (fingerprints).
@@ -65,18 +70,12 @@ class HijackConfig(Composed):
     chunk_size: int = option(256, "Records per resumable chunk.")
 
     def __post_init__(self):
-        schemes = (self.schemes,) if isinstance(self.schemes, str) else tuple(str(v) for v in self.schemes)
+        schemes = as_tuple("schemes", self.schemes)
         if self.template and "template" not in schemes:
             schemes += ("template",)
-        object.__setattr__(self, "schemes", schemes)
-        if not self.schemes:
-            raise ConfigError("--schemes is empty: give at least one scheme")
-        if len(set(self.schemes)) != len(self.schemes):
-            raise ConfigError(f"--schemes={list(self.schemes)!r} names a scheme twice")
-        for name in self.schemes:
-            get_scheme(name, self.template)  # unknown name / bad template → ConfigError
-        check_int_range("--max-n", self.max_n, 0)
-        check_int_range("--chunk-size", self.chunk_size, 1)
+        object.__setattr__(self, "schemes", scheme_names(schemes, self.template))
+        check_int_range("max_n", self.max_n, 0)
+        check_int_range("chunk_size", self.chunk_size, 1)
 
     @property
     def scheme_objects(self) -> list[Scheme]:
@@ -90,14 +89,6 @@ def config_from_dict(raw: dict, **overrides) -> HijackConfig:
     return from_flat(HijackConfig, {**flat_dict_of(raw), **overrides})
 
 
-def flat_dict_of(raw: dict) -> dict:
-    """{leaf: value} of a config.json dict, whether nested or flat."""
-    out = {}
-    for key, value in raw.items():
-        if key == "fingerprints":
-            continue
-        out.update(flat_dict_of(value) if isinstance(value, dict) else {key: value})
-    return out
 
 
 @dataclass
@@ -126,43 +117,48 @@ def plan_items(tokenizer, items: list[WorkItem], mode: str):
                          groups=[(it.record.case_id, it.scheme) for it in items], shared=[it.shared for it in items])
 
 
-def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm=None, plot: bool = True) -> dict:
-    """Score every (record, scheme, n) of `config`, resuming from finished chunks; returns the summary.
+def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True, lm: LoadedLM | None = None,
+               plot: bool = True) -> HijackResult:
+    """Score every (record, scheme, n) of `config` into the run folder `out_dir`, resuming from finished
+    chunks; returns the run's HijackResult.
 
-    `lm` (a models.llm.LoadedLM) skips loading `config.lm`: it must be the model `config.lm` names (loaded
-    from that spec, in its dtype if one is set), else the run is refused; a model built in memory (no spec)
-    is fingerprinted by its weights. `plot=False` skips rates.png. A run whose every chunk is finished
-    returns its summary without loading the model.
-    Under torchrun every rank calls this with the same arguments; each scores a share of every
-    chunk, rank 0 writes the files, and every rank returns the summary.
+    `lm` (a LoadedLM, or what `models.llm.as_lm` takes) skips loading `config.lm`: it must be the model
+    `config.lm` names (loaded from that spec, in its dtype if one is set), else the run is refused; a model
+    built in memory (no spec) is fingerprinted by its weights. `plot=False` skips rates.png. A run whose every
+    chunk is finished returns its result without loading the model (its rows read from the folder when asked).
+    Under torchrun every rank calls this with the same arguments; each scores a share of every chunk, rank 0
+    writes the files, and every rank returns the summary (the rows on rank 0).
     """
+    from assocmem.models.llm import as_lm
+
     ctx = D.init_from_env(use_cuda=_wants_cuda(config))
     try:
-        return _run(config, Path(out_dir), progress and ctx.is_main, lm, ctx, plot)
+        summary, rows = _run(config, Path(out_dir), progress and ctx.is_main, None if lm is None else as_lm(lm), ctx,
+                             plot)
+        return HijackResult(rows if ctx.is_main else None, summary, config, Path(out_dir) if ctx.is_main else None)
     finally:
         D.shutdown(ctx)
 
 
-def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext, plot: bool) -> dict:
+def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.DistContext,
+         plot: bool) -> tuple[dict, pd.DataFrame | None]:
     error, prints = (_check_out_dir(config, out, lm) if ctx.is_main else (None, None))
     error, prints = D.broadcast_object(ctx, (error, prints))
     if error:
-        raise ConfigError(error)
+        raise ConfigError(error, field="out" if error.startswith("out=") else None)
     finished = _finished_summary(config, out, progress, plot) if ctx.is_main else None
     finished = D.broadcast_object(ctx, finished)
     if finished is not None:
-        return finished
+        return finished, None
 
-    loaded, records = config.data.load()
-    records = with_mismatched_targets(records, loaded.records)   # chosen from the whole file, not the sample
-    skipped = [{"case_id": c, "scheme": None, "reason": r, "kind": k} for c, r, k in _kinds(loaded.skipped)]
+    records, skipped = selected_records(config)
     if lm is None:
         lm = config.lm.load(device=D.device_for_rank(config.lm.device, ctx))
     if ctx.is_main:
         error = _check_loaded(out, prints, lm)
     error = D.broadcast_object(ctx, error if ctx.is_main else None)
     if error:
-        raise ConfigError(error)
+        raise ConfigError(error, field="out" if error.startswith("out=") else None)
     records = check_targets(lm.tokenizer, records, config.scoring.mode, config.data.skip_bad, skipped)
     pairs = _valid_pairs(records, config.scheme_objects, config.data.skip_bad, skipped)
     if ctx.is_main:  # every check passed: only now does the folder get its config
@@ -206,23 +202,135 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm, ctx: D.DistContext
     if bar is not None:
         bar.close()
 
-    summary = None
+    summary, rows = None, None
     if ctx.is_main:
         frames = [pd.read_parquet(_chunk_path(chunk_dir, c)) for c in range(n_chunks)]
         rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
         write_parquet(out / "rows.parquet", rows)
         summary = summarise(rows, config, lm.name, len(records), skipped)
         summary["counterfact"] = prints["counterfact"]["path"]
-        summary["placement"] = {"processes": ctx.world_size, "model_devices": model_devices(lm.model),
-                                "dtype": str(lm.dtype).removeprefix("torch.")}
-        summary["parameters"] = sum(p.numel() for p in lm.model.parameters())
+        summary |= _model_facts(lm, ctx.world_size)
         summary["engine"] = _engine_stats(chunk_dir, n_chunks)
         summary["fingerprints"] = prints
         summary["recomputed_chunks"] = recomputed
         write_json(out / "summary.json", summary)
         if plot and len(rows):
             _plot(summary, out)
-    return D.broadcast_object(ctx, summary)
+    return D.broadcast_object(ctx, summary), rows
+
+
+class HijackResult:
+    """What a hijacking run gives: `rows` (long: one row per record × scheme × n, the columns of the module
+    docstring), its `summary` (summary.json's content) and its `config` (read back from a folder: the raw dict
+    where it names a file or model missing here); `rates` and `per_relation` are the
+    summary's share tables as DataFrames. A result of `run_hijack` or `load` keeps its `folder` and reads its
+    rows from it only when asked (a finished run returns without reading them)."""
+
+    def __init__(self, rows: pd.DataFrame | None, summary: dict, config: HijackConfig, folder: Path | None = None):
+        self._rows, self.summary, self.config, self.folder = rows, summary, config, folder
+
+    @property
+    def rows(self) -> pd.DataFrame | None:
+        if self._rows is None and self.folder is not None:
+            self._rows = pd.read_parquet(self.folder / "rows.parquet")
+        return self._rows
+
+    @property
+    def rates(self) -> pd.DataFrame:
+        """Per scheme × n: records, both shares with their 95% Wilson intervals (metrics.rates)."""
+        return pd.DataFrame(self.summary["rates"])
+
+    @property
+    def per_relation(self) -> pd.DataFrame:
+        return pd.DataFrame(self.summary["per_relation"])
+
+    @property
+    def model(self) -> str:
+        return self.summary["model"]
+
+    def __repr__(self) -> str:
+        where = f", folder={str(self.folder)!r}" if self.folder else ""
+        config = self.summary["config"]
+        return (f"HijackResult(model={self.model!r}, records={self.summary['records']}, schemes={config['schemes']}, "
+                f"max_n={config['max_n']}{where})")
+
+    def save(self, folder: str | Path) -> Path:
+        """rows.parquet, summary.json and config.json (with the run's fingerprints, where it has them)."""
+        folder = Path(folder)
+        write_parquet(folder / "rows.parquet", self.rows)
+        write_json(folder / "summary.json", self.summary)
+        prints = self.summary.get("fingerprints")
+        write_json(folder / "config.json", {**to_dict(self.config), **({"fingerprints": prints} if prints else {})})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "HijackResult":
+        """A finished run folder (`assocmem hijack --out`, a hijacking experiment's per-model folder, `save`)."""
+        folder = Path(folder)
+        missing = [n for n in ("config.json", "summary.json", "rows.parquet") if not (folder / n).is_file()]
+        if missing:
+            raise ConfigError(f"folder={str(folder)!r} is invalid: allowed a finished hijacking run folder (it has no "
+                              f"{', '.join(missing)})", field="folder")
+        return cls(None, read_json(folder / "summary.json"),
+                   read_config(HijackConfig, read_json(folder / "config.json")), folder)
+
+
+def selected_records(config: HijackConfig, records: Sequence[Record] | None = None) -> tuple[list[Record], list[dict]]:
+    """(the records `config` scores, those its file left out as skipped entries): `config.data`'s selection, or
+    `records` as given; each with its mismatched controls' target, chosen from the whole file (or from `records`)."""
+    if records is not None:
+        records = list(records)
+        return with_mismatched_targets(records, records), []
+    loaded, chosen = config.data.load()
+    skipped = [{"case_id": c, "scheme": None, "reason": r, "kind": k} for c, r, k in _kinds(loaded.skipped)]
+    return with_mismatched_targets(chosen, loaded.records), skipped   # chosen from the whole file, not the sample
+
+
+def score_hijack(lm: LoadedLM, config: HijackConfig, records: Sequence[Record] | None = None,
+                 progress: bool = False) -> HijackResult:
+    """The rows and summary of `config` (its schemes, n, scoring and batching; its model spec is not read) scored
+    by `lm` in memory: no folder, no chunk files, no resume; the rows are those `run_hijack` writes, in its order.
+    `records`: your own CounterFact records (hijack.counterfact.Record) instead of `config.data`'s selection."""
+    from assocmem.models.llm import as_lm
+
+    lm = as_lm(lm)
+    given = records is not None
+    records, skipped = selected_records(config, records)
+    records = check_targets(lm.tokenizer, records, config.scoring.mode, config.data.skip_bad, skipped)
+    pairs = _valid_pairs(records, config.scheme_objects, config.data.skip_bad, skipped)
+    chunk_of = {r.case_id: i // config.chunk_size for i, r in enumerate(records)}
+    by_chunk: dict[int, list[WorkItem]] = {}
+    for item in work_items(pairs, config.max_n):
+        by_chunk.setdefault(chunk_of[item.record.case_id], []).append(item)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(map(len, by_chunk.values())), desc=f"hijack {lm.name}", unit="prompt")
+    frames, stats = [], PackingStats()
+    for c in sorted(by_chunk):
+        plan = plan_items(lm.tokenizer, by_chunk[c], config.scoring.planning_mode)
+        counter = _PromptCounter(bar, len(by_chunk[c]), len(plan.requests)) if bar else None
+        rows, chunk_stats = _score_chunk(lm, by_chunk[c], plan, config, D.DistContext(), counter)
+        frames.append(rows)
+        stats.add(chunk_stats)
+        if counter is not None:
+            counter.finish()
+    if bar is not None:
+        bar.close()
+    rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
+    summary = summarise(rows, config, lm.name, len(records), skipped)
+    summary["counterfact"] = "records given" if given else str(config.data.path)
+    summary |= _model_facts(lm, 1)
+    summary["engine"] = stats.as_dict()
+    return HijackResult(rows, summary, config)
+
+
+def _model_facts(lm: LoadedLM, processes: int) -> dict:
+    """Where the model ran and its size, for the summary."""
+    return {"placement": {"processes": processes, "model_devices": model_devices(lm.model),
+                          "dtype": str(lm.dtype).removeprefix("torch.")},
+            "parameters": sum(p.numel() for p in lm.model.parameters())}
 
 
 def _plot(summary: dict, out: Path) -> None:
@@ -352,7 +460,7 @@ def _chunk_plans(tokenizer, items_by_chunk: list[list[WorkItem]], pending: list[
             yield c, coming.pop(c).result()
 
 
-def _score_chunk(lm, items: list[WorkItem], plan, config: HijackConfig, ctx: D.DistContext,
+def _score_chunk(lm: LoadedLM, items: list[WorkItem], plan, config: HijackConfig, ctx: D.DistContext,
                  bar=None) -> tuple[pd.DataFrame | None, PackingStats]:
     """Score one chunk (this rank's share) from its plan; on rank 0 return its rows and every rank's
     packing counts summed, elsewhere (None, this rank's counts)."""
@@ -473,7 +581,7 @@ def check_targets(tokenizer, records: list[Record], mode: str, skip_bad: bool, s
             token = tokenizer.decode([true_ids[0]])
             bad = BadRecord(rec.case_id, f"in first-token mode target_true {rec.target_true!r} and target_false "
                                          f"{rec.target_false!r} share their first token {token!r} (a tie by "
-                                         "construction; use --mode full-target or mean-target)", "shared-first-token")
+                                         "construction; use `mode` full-target or mean-target)", "shared-first-token")
         if bad is None:
             good.append(rec)
             continue
@@ -499,7 +607,7 @@ def _valid_pairs(records: list[Record], schemes: list[Scheme], skip_bad: bool, s
     return pairs
 
 
-def _check_out_dir(config: HijackConfig, out: Path, lm) -> tuple[str | None, dict | None]:
+def _check_out_dir(config: HijackConfig, out: Path, lm: LoadedLM) -> tuple[str | None, dict | None]:
     """The fingerprints of this run (data, model, code), and an error line if `out` holds a run of another
     config or computed from other data, model or code (nothing is written here)."""
     from assocmem.provenance import fingerprints, what_changed
@@ -512,28 +620,28 @@ def _check_out_dir(config: HijackConfig, out: Path, lm) -> tuple[str | None, dic
     path = out / "config.json"
     started = any((out / "chunks").glob("chunk-*.parquet"))   # before any chunk, a new config just replaces
     if started and not path.is_file():
-        return (f"--out={str(out)!r} holds scored chunks but no config.json, so they cannot be checked; use a new "
-                "--out, or delete the folder to start over"), prints
+        return (f"out={str(out)!r} holds scored chunks but no config.json, so they cannot be checked; use a new "
+                "`out`, or delete the folder to start over"), prints
     if path.is_file() and started:
         try:
             old = read_json(path)
         except (OSError, ValueError) as err:
-            return (f"--out={str(out)!r}: its config.json is unreadable ({type(err).__name__}), so its chunks cannot "
-                    "be checked; use a new --out, or delete the folder to start over"), prints
+            return (f"out={str(out)!r}: its config.json is unreadable ({type(err).__name__}), so its chunks cannot "
+                    "be checked; use a new `out`, or delete the folder to start over"), prints
         old_prints = old.pop("fingerprints", None)
         if not old_prints:
-            return (f"--out={str(out)!r} holds a run that recorded no fingerprints (an older assocmem): its rows "
-                    "cannot be checked against this data, model and code; use a new --out"), prints
+            return (f"out={str(out)!r} holds a run that recorded no fingerprints (an older assocmem): its rows "
+                    "cannot be checked against this data, model and code; use a new `out`"), prints
         old = {k: v for k, v in flat_dict_of(old).items() if k not in _RESUMABLE}
         new = {k: v for k, v in flat_dict(config).items() if k not in _RESUMABLE}
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            return (f"--out={str(out)!r} holds a run with a different config ({', '.join(diff)}); "
-                    "use a new --out or the same options to resume"), prints
+            return (f"out={str(out)!r} holds a run with a different config ({', '.join(diff)}); "
+                    "use a new `out` or the same options to resume"), prints
         changed = what_changed(old_prints, prints)
         if changed:
-            return (f"--out={str(out)!r} holds a run computed from a different {'; '.join(changed)}: "
-                    "resuming would mix rows of both; use a new --out, or restore what changed"), prints
+            return (f"out={str(out)!r} holds a run computed from a different {'; '.join(changed)}: "
+                    "resuming would mix rows of both; use a new `out`, or restore what changed"), prints
         for key in ("commit", "tokenizer"):   # known once loaded: checked then (_check_loaded)
             if key in old_prints["model"]:
                 prints["model"][key] = old_prints["model"][key]
@@ -548,7 +656,7 @@ def rows_code() -> str:
                             _empty_rows)
 
 
-def _given_model(config: HijackConfig, lm, recorded: dict) -> tuple[str | None, dict]:
+def _given_model(config: HijackConfig, lm: LoadedLM, recorded: dict) -> tuple[str | None, dict]:
     """(error line or None, the model's fingerprint) of a model given to `run_hijack`: `config.lm`'s when
     the model was loaded from that spec; its weights' hash when it was built in memory; refused when it
     was loaded from another spec or in another dtype than the config sets."""
@@ -558,15 +666,15 @@ def _given_model(config: HijackConfig, lm, recorded: dict) -> tuple[str | None, 
 
     if config.lm.dtype != "auto" and lm.dtype != resolve_dtype(config.lm.dtype):
         return (f"the model given to run_hijack is in {str(lm.dtype).removeprefix('torch.')}, its config says "
-                f"--dtype={config.lm.dtype}: load it with the config's own spec (config.lm.load())"), recorded
+                f"dtype={config.lm.dtype}: load it with the config's own spec (config.lm.load())"), recorded
     spec = getattr(lm, "spec", None)
     if spec is None:
         return None, {"spec": config.lm.model, "kind": "in-memory", "name": lm.name,
                       "sha256": weights_fingerprint(lm.model)}
     given, named = resolve_model(spec), resolve_model(config.lm.model)
     if (given.kind, given.location) != (named.kind, named.location):
-        return (f"the model given to run_hijack was loaded from {spec!r}, its config names --model="
-                f"{config.lm.model!r}: the run folder would record the wrong model; pass --model={spec!r} "
+        return (f"the model given to run_hijack was loaded from {spec!r}, its config names model="
+                f"{config.lm.model!r}: the run folder would record the wrong model; set model={spec!r} "
                 "in the config, or load the config's model (config.lm.load())"), recorded
     return None, recorded
 
@@ -605,7 +713,7 @@ def _finished_summary(config: HijackConfig, out: Path, progress: bool, plot: boo
     return summary
 
 
-def _check_loaded(out: Path, prints: dict, lm) -> str | None:
+def _check_loaded(out: Path, prints: dict, lm: LoadedLM) -> str | None:
     """What is known once the model is loaded: a hub model's revision and the tokenizer. Record them,
     or refuse a resume on another one."""
     from assocmem.provenance import hub_commit, tokenizer_fingerprint
@@ -616,8 +724,8 @@ def _check_loaded(out: Path, prints: dict, lm) -> str | None:
     for key, value in now.items():
         recorded = prints["model"].get(key)
         if recorded and value and recorded != value:
-            return (f"--out={str(out)!r} holds a run of {prints['model']['spec']} with {key} {recorded[:12]}, "
-                    f"now {value[:12]}: the same weights would score other tokens; use a new --out"
+            return (f"out={str(out)!r} holds a run of {prints['model']['spec']} with {key} {recorded[:12]}, "
+                    f"now {value[:12]}: the same weights would score other tokens; use a new `out`"
                     + (", or pin the model to that commit" if key == "commit" else ""))
         prints["model"][key] = value
     return None

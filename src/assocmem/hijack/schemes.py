@@ -62,7 +62,7 @@ def register_scheme(scheme: Scheme) -> Scheme:
     if (scheme.sentence is None) == (scheme.relation_form is None):
         raise ValueError(f"scheme {scheme.name}: give exactly one of sentence / relation_form")
     if scheme.sentence is not None:
-        _check_template(scheme.sentence, "--template")
+        _check_template(scheme.sentence, "template")
     SCHEMES[scheme.name] = scheme
     return scheme
 
@@ -73,19 +73,34 @@ def get_scheme(name: str, template: str | None = None) -> Scheme:
     """The registered scheme `name`; `template` (the user's `--template`) defines scheme "template"."""
     if name == "template":
         if not template:
-            raise ConfigError("--schemes template needs --template \"...{subject}...{target_false}...\"")
+            raise ConfigError('schemes: "template" needs `template`, your sentence: "...{subject}...{target_false}..."',
+                              field="schemes")
         return template_scheme(template)
     if name not in SCHEMES:
         names = sorted(SCHEMES) + ["template"]
         close = did_you_mean(name, names)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ConfigError(f"--schemes: unknown scheme {name!r}; {hint}allowed: {', '.join(names)}")
+        raise ConfigError(f"schemes: unknown scheme {name!r}; {hint}allowed: {', '.join(names)}", field="schemes")
     return SCHEMES[name]
+
+
+def scheme_names(values, template: str | None = None, name: str = "schemes") -> tuple[str, ...]:
+    """The schemes a config names: at least one, none twice, each registered (or "template", with `template`)."""
+    from assocmem.config import as_tuple
+
+    names = as_tuple(name, values)
+    if not names:
+        raise ConfigError(f"{name} is invalid: give at least one scheme", field=name)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{name}={list(names)!r} names a scheme twice", field=name)
+    for scheme in names:
+        get_scheme(scheme, template)  # unknown name / bad template -> ConfigError
+    return names
 
 
 def template_scheme(template: str) -> Scheme:
     """A scheme from a user template, checked: only known {placeholders}, balanced braces."""
-    fields = _check_template(template, "--template")
+    fields = _check_template(template, "template")
     names_false = {"target_false", "assoc_false"} & fields
     names_true = {"target_true", "assoc_true"} & fields
     mentions = "both" if names_false and names_true else "target_false" if names_false else \

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from assocmem.config import check_choice, check_int_range, option
+from assocmem.config import as_tuple, check_choice, check_int_range, option
 from assocmem.errors import ConfigError, bad_option
 from assocmem.models.packed_forward import forward_rows, read_positions, to_device, token_scores
 from assocmem.models.packing import PackingStats, Segment, iter_layouts, plan_batches, share_prefixes
+from assocmem.models.llm import LoadedLM
 
 MODES = ("first-token", "full-target", "mean-target")
 # Tokens per forward when --batch-tokens is not given, by device type: the CPU gains nothing from more,
@@ -54,14 +55,13 @@ class ScoringConfig:
                                               "(e.g. --extra-modes mean-target).")
 
     def __post_init__(self) -> None:
-        if isinstance(self.extra_modes, str):
-            object.__setattr__(self, "extra_modes", (self.extra_modes,))
-        object.__setattr__(self, "extra_modes", tuple(self.extra_modes))
-        check_choice("--mode", self.mode, MODES)
+        object.__setattr__(self, "extra_modes", as_tuple("extra_modes", self.extra_modes))
+        check_choice("mode", self.mode, MODES)
         for extra in self.extra_modes:
-            check_choice("--extra-modes", extra, MODES)
+            check_choice("extra_modes", extra, MODES)
         if self.mode in self.extra_modes:
-            raise ConfigError(f"--extra-modes={list(self.extra_modes)!r} repeats --mode={self.mode!r}")
+            raise ConfigError(f"extra_modes={list(self.extra_modes)!r} repeats `mode`={self.mode!r}",
+                              field="extra_modes")
 
     @property
     def planning_mode(self) -> str:
@@ -80,8 +80,8 @@ class Batching:
 
     def __post_init__(self) -> None:
         if self.batch_tokens is not None:
-            check_int_range("--batch-tokens", self.batch_tokens, 1)
-        check_int_range("--row-tokens", self.row_tokens, 1)
+            check_int_range("batch_tokens", self.batch_tokens, 1)
+        check_int_range("row_tokens", self.row_tokens, 1)
 
 
 @dataclass
@@ -104,6 +104,13 @@ class ScoringPlan:
     expected: list[int] = field(default_factory=list)
     index: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
     mode: str = "first-token"
+
+    def prompt_ids(self, i: int) -> tuple[int, ...]:
+        """The ids of triple i's prompt as fed (prefix + context, no target token): what a reader of the
+        prompt's last position, e.g. its top next tokens, must see."""
+        (r, g), _ = self.index[i]
+        request, gather = self.requests[r], self.gathers[r][g]
+        return request[:len(request) - len(gather) + 1]
 
     def segments(self) -> tuple[list[Segment], list[int]]:
         """(segments, requests that fell back to their own segment)."""
@@ -152,7 +159,7 @@ def plan_requests(tokenizer, prompts: Sequence[str], targets_true: Sequence[str]
     ids, else the item is laid out alone (the one-prompt path).
     """
     if mode not in MODES:
-        raise bad_option("--mode", mode, "one of " + ", ".join(MODES))
+        raise bad_option("mode", mode, "one of " + ", ".join(MODES))
     if not (len(prompts) == len(targets_true) == len(targets_false)):
         raise ValueError("prompts, targets_true and targets_false must have the same length")
     prefix = special_prefix(tokenizer)
@@ -209,14 +216,14 @@ def _expected_shared(tokenizer, pairs, shared: Sequence[str] | None, n_prefix: i
 
 
 def resolve_batch_tokens(batch_tokens: int | None, device) -> int:
-    """--batch-tokens, or the default for the device type."""
+    """`batch_tokens`, or the default for the device type."""
     if batch_tokens is None:
         return DEFAULT_BATCH_TOKENS.get(torch.device(device).type, DEFAULT_BATCH_TOKENS["cuda"])
-    check_int_range("--batch-tokens", batch_tokens, 1)
+    check_int_range("batch_tokens", batch_tokens, 1)
     return batch_tokens
 
 
-def score_plan(lm, plan: ScoringPlan, batch_tokens: int | None = None, row_tokens: int = DEFAULT_ROW_TOKENS,
+def score_plan(lm: LoadedLM, plan: ScoringPlan, batch_tokens: int | None = None, row_tokens: int = DEFAULT_ROW_TOKENS,
                progress: bool = False, shard: tuple[int, int] = (0, 1), bar=None,
                stats: PackingStats | None = None) -> dict[int, list[tuple[float, float, int]]]:
     """Run the forwards of `plan` (this rank's share of the segments, balanced by tokens: `packing.rank_share`).
@@ -228,7 +235,7 @@ def score_plan(lm, plan: ScoringPlan, batch_tokens: int | None = None, row_token
     a PackingStats to add this call's counts to.
     """
     budget = resolve_batch_tokens(batch_tokens, lm.device)
-    check_int_range("--row-tokens", row_tokens, 1)
+    check_int_range("row_tokens", row_tokens, 1)
     batches = plan_batches(plan.requests, plan.groups, plan.expected, budget, row_tokens, shard)
     if stats is not None:
         stats.add(batches.stats)
@@ -263,7 +270,7 @@ def pad_token(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def _score_rows(lm, plan: ScoringPlan, packed, members: list[int]) -> torch.Tensor:
+def _score_rows(lm: LoadedLM, plan: ScoringPlan, packed, members: list[int]) -> torch.Tensor:
     """One packed forward: (gathers of the members in order, 3) float64 on the device, per gather its
     summed log-prob, its first token's log-prob and that token's rank. Queued, not read back."""
     counts = [max(len(g) for g in plan.gathers[r]) for r in members]
@@ -298,7 +305,7 @@ def collect(plan: ScoringPlan, results: dict[int, list[tuple]],
     first-token values only."""
     mode = mode or plan.mode
     if mode not in MODES:
-        raise bad_option("--mode", mode, "one of " + ", ".join(MODES))
+        raise bad_option("mode", mode, "one of " + ", ".join(MODES))
     if mode != "first-token" and plan.mode == "first-token":
         raise ValueError("a first-token plan has no full-target values: plan with mode='full-target'")
 
@@ -331,7 +338,7 @@ class Scores:
     rank_false: torch.Tensor
 
 
-def score_with_ranks(lm, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
+def score_with_ranks(lm: LoadedLM, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
                      mode: str = "first-token", batch_tokens: int | None = None, progress: bool = False,
                      groups: Sequence[Hashable] | None = None, shared: Sequence[str] | None = None,
                      row_tokens: int = DEFAULT_ROW_TOKENS) -> Scores:
@@ -341,7 +348,7 @@ def score_with_ranks(lm, prompts: Sequence[str], targets_true: Sequence[str], ta
     return Scores(*collect(plan, results), *collect_ranks(plan, results))
 
 
-def score_targets(lm, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
+def score_targets(lm: LoadedLM, prompts: Sequence[str], targets_true: Sequence[str], targets_false: Sequence[str],
                   mode: str = "first-token", batch_tokens: int | None = None, progress: bool = False,
                   groups: Sequence[Hashable] | None = None, shared: Sequence[str] | None = None,
                   row_tokens: int = DEFAULT_ROW_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ from assocmem.config import Composed, check_choice, check_int_range, option
 from assocmem.errors import ConfigError
 from assocmem.hijack import diagnostics as D
 from assocmem.models.spec import ModelSpec
+from assocmem.models.llm import LoadedLM
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,16 @@ class TryConfig(Composed):
         from assocmem.hijack.schemes import get_scheme
         from assocmem.hijack.scoring import MODES
 
-        for name, flag in (("text", "TEXT"), ("target_true", "--true"), ("target_false", "--false")):
+        for name in ("text", "target_true", "target_false"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                raise ConfigError(f"{flag} is required: a non-empty text")
-        check_int_range("--max-n", self.max_n, 0)
-        check_int_range("--top-k", self.top_k, 1)
-        check_choice("--mode", self.mode, MODES)
+                raise ConfigError(f"{name} is required: a non-empty text", field=name)
+        check_int_range("max_n", self.max_n, 0)
+        check_int_range("top_k", self.top_k, 1)
+        check_choice("mode", self.mode, MODES)
         check_fact(self.text, self.target_true, self.target_false, self.scheme, self.subject, self.relation_id,
                    self.template)
 
-    def run(self, lm) -> list["TryRow"]:
+    def run(self, lm: LoadedLM) -> list["TryRow"]:
         return try_prompt(lm, self.text, self.target_true, self.target_false, scheme=self.scheme, max_n=self.max_n,
                           top_k=self.top_k, mode=self.mode, subject=self.subject, relation_id=self.relation_id,
                           template=self.template)
@@ -78,20 +79,22 @@ def check_fact(text: str, target_true: str, target_false: str, scheme: str, subj
 
     entry = get_scheme(scheme, template)
     if entry.mentions == "target_mismatched":
-        raise ConfigError(f"--scheme={scheme!r} names another CounterFact record's target, which a typed fact has "
-                          f"not: use {entry.control_of or 'not-think'} with that target as --false")
+        raise ConfigError(f"scheme={scheme!r} names another CounterFact record's target, which a typed fact has "
+                          f"not: use {entry.control_of or 'not-think'} with that target as `target_false`",
+                          field="scheme")
     names_subject = entry.relation_form is not None or "{subject}" in (entry.sentence or "")
     if names_subject and subject is None:
-        raise ConfigError(f"--scheme={scheme!r} names the subject: pass --subject (a phrase of the prompt)")
+        raise ConfigError(f"scheme={scheme!r} names the subject: pass `subject` (a phrase of the prompt)",
+                          field="scheme")
     if entry.relation_form is not None and relation_id not in relation_templates():
         known = sorted(relation_templates())
-        given = "" if relation_id == "user" else f" (--relation={relation_id!r} has none)"
-        raise ConfigError(f"--scheme={scheme!r} needs --relation: a CounterFact relation id with a template{given}, "
-                          f"e.g. --relation P190; allowed: {', '.join(known)}")
+        given = "" if relation_id == "user" else f" (`relation_id`={relation_id!r} has none)"
+        raise ConfigError(f"scheme={scheme!r} needs `relation_id`: a CounterFact relation id with a template{given}, "
+                          f"e.g. `relation_id` P190; allowed: {', '.join(known)}", field="scheme")
     try:
         sentence(user_record(text, target_true, target_false, subject, relation_id), entry)
     except BadRecord as bad:
-        raise ConfigError(f"--scheme={scheme!r} cannot be built for this fact: {bad.reason}") from None
+        raise ConfigError(f"scheme={scheme!r} cannot be built for this fact: {bad.reason}", field="scheme") from None
 
 
 def user_record(text: str, target_true: str, target_false: str, subject: str | None = None,
@@ -100,38 +103,45 @@ def user_record(text: str, target_true: str, target_false: str, subject: str | N
     from assocmem.hijack.counterfact import Record
 
     if subject is not None and subject not in text:
-        raise ConfigError(f"--subject={subject!r} is invalid: allowed a phrase that occurs in the prompt {text!r}")
+        raise ConfigError(f"subject={subject!r} is invalid: allowed a phrase that occurs in the prompt {text!r}",
+                          field="subject")
     subject = subject or text
     template = text.replace(subject, "{}", 1)
     return Record(case_id=-1, relation_id=relation_id, prompt=template, subject=subject,
                   target_true=target_true.strip(), target_false=target_false.strip())
 
 
-def try_prompt(lm, text: str, target_true: str, target_false: str, scheme: str = "not-think", max_n: int = 5,
+def try_prompt(lm: LoadedLM, text: str, target_true: str, target_false: str, scheme: str = "not-think", max_n: int = 5,
                top_k: int = 5, mode: str = "first-token", subject: str | None = None,
                relation_id: str = "user", template: str | None = None) -> list[TryRow]:
     """For n = 0..max_n: the hijacked prompt, its top-k next tokens, and P(target_true), P(target_false)
     (first token, or the whole target with mode="full-target") — the paper's Fig. 1 for one fact."""
     from assocmem.hijack.schemes import get_scheme, prompt_parts
-    from assocmem.hijack.scoring import score_with_ranks
+    from assocmem.hijack.scoring import collect, collect_ranks, plan_requests, score_plan
+    from assocmem.models.llm import as_lm
 
-    check_int_range("--max-n", max_n, 0)
-    check_int_range("--top-k", top_k, 1)
+    check_int_range("max_n", max_n, 0)
+    check_int_range("top_k", top_k, 1)
     check_fact(text, target_true, target_false, scheme, subject, relation_id, template)
     entry = get_scheme(scheme, template)
     record = user_record(text, target_true, target_false, subject, relation_id)
+    lm = as_lm(lm)
     shared, prompts = zip(*[prompt_parts(record, entry, n) for n in range(max_n + 1)])
-    trace = D.trace_last_position(lm, prompts, attention=False, groups=[0] * len(prompts))
+    # One tokenisation serves both reads: the targets' scores and the top next tokens at the prompt's end.
+    plan = plan_requests(lm.tokenizer, prompts, [record.target_true] * len(prompts),
+                         [record.target_false] * len(prompts), mode, groups=[0] * len(prompts), shared=shared)
+    results = score_plan(lm, plan)
+    (logp_true, logp_false), (rank_true, rank_false) = collect(plan, results), collect_ranks(plan, results)
+    trace = D.trace_last_position(lm, None, attention=False, groups=[0] * len(prompts),
+                                  encoded=[plan.prompt_ids(i) for i in range(len(prompts))])
     logp = D.final_logprobs(lm, trace.resid)  # (prompt, d_vocab)
     top = logp.exp().topk(top_k, dim=-1)
-    scores = score_with_ranks(lm, prompts, [record.target_true] * len(prompts), [record.target_false] * len(prompts),
-                              mode=mode, groups=[0] * len(prompts), shared=shared)
     rows = []
     for n, prompt in enumerate(prompts):
         tokens = [lm.tokenizer.decode([int(t)]) for t in top.indices[n]]
         rows.append(TryRow(n=n, prompt=prompt, top=list(zip(tokens, top.values[n].tolist())),
-                           p_true=math.exp(float(scores.logp_true[n])), p_false=math.exp(float(scores.logp_false[n])),
-                           rank_true=int(scores.rank_true[n]), rank_false=int(scores.rank_false[n])))
+                           p_true=math.exp(float(logp_true[n])), p_false=math.exp(float(logp_false[n])),
+                           rank_true=int(rank_true[n]), rank_false=int(rank_false[n])))
     return rows
 
 

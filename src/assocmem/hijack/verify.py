@@ -44,9 +44,9 @@ class VerifyConfig:
 
         if not self.folder:
             raise ConfigError("DIR is required: a run folder")
-        check_int_range("--sample", self.sample, 1)
-        check_int_range("--seed", self.seed, 0)
-        check_float_range("--tolerance", self.tolerance, 0.0)
+        check_int_range("sample", self.sample, 1)
+        check_int_range("seed", self.seed, 0)
+        check_float_range("tolerance", self.tolerance, 0.0)
         check_device(self.device)
 
 
@@ -71,7 +71,8 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
 
     `models`: a dict the caller keeps between folders, so a model is loaded once per (spec, dtype)."""
     from assocmem.hijack.counterfact import load_counterfact
-    from assocmem.hijack.run import WorkItem, config_from_dict, flat_dict_of, plan_items, rows_code
+    from assocmem.config import flat_dict_of
+    from assocmem.hijack.run import WorkItem, config_from_dict, plan_items, rows_code
     from assocmem.hijack.schemes import get_scheme, prompt_parts
     from assocmem.hijack.scoring import collect, collect_ranks, score_plan
     from assocmem.models.llm import load_causal_lm
@@ -88,7 +89,7 @@ def verify_run(folder: str | Path, sample: int = 200, seed: int = 0, device: str
     path = counterfact or (recorded or {}).get("counterfact", {}).get("path") or flat_dict_of(raw).get("counterfact")
     if path is None or not Path(path).is_file():
         raise ConfigError(f"{folder}: the CounterFact file it was computed from ({path}) is not here; "
-                          "pass --counterfact PATH")
+                          "pass `counterfact` PATH")
     config = config_from_dict(raw, device=device, counterfact=str(path))
     now = {"counterfact": counterfact_fingerprint(path), "model": model_fingerprint(config.lm.model),
            "assocmem": (recorded or {}).get("assocmem"), "code": rows_code()}

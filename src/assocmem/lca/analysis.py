@@ -11,7 +11,7 @@ Pure functions of a weights dict {"W_E": (E, d, V), "W_Q": (E, d_a, d), "W_K": (
 * mean attention by token and by cluster relation (§5.4, Fig. 3c, C.7, C.8);
 * context mixing (§5.5, C.5) and accuracy against context length (C.6), each beside the Bayes ceiling.
 
-Accuracies are *expected* accuracies with ties broken uniformly (see `bayes.expected_correct`):
+Accuracies are *expected* accuracies with ties broken uniformly (`lca.accuracy`, `bayes.expected_correct`):
 constructions produce exact ties often (their logits are integer counts over L), and argmax's
 first-index rule would bias them towards small token ids.
 """
@@ -26,7 +26,8 @@ import torch
 
 from assocmem.config import check_choice, check_int_range
 from assocmem.errors import ConfigError
-from assocmem.lca.bayes import check_contexts, expected_accuracy_on, expected_correct
+from assocmem.lca.accuracy import accuracy, correct
+from assocmem.lca.bayes import check_contexts, expected_accuracy_on
 from assocmem.lca.model import forward_last
 from assocmem.linalg import block_gap, eigengap, numerical_rank, singular_values  # noqa: F401  (one implementation)
 from assocmem.lca.task import LCAConfig, hamming_matrix, latent_bits, sample_batch
@@ -85,8 +86,7 @@ def evaluate_weights(
     if weights["W_E"].shape[-1] != task.vocab_size:
         raise ConfigError(f"W_E has {weights['W_E'].shape[-1]} tokens: allowed {task.vocab_size} (2^m of the task "
                           f"plus its {task.extra_tokens} extra tokens)")
-    logits = model_logits(weights, x)  # (E, B, V)
-    return expected_correct(logits, y.expand(logits.shape[:2]), rtol=LOGIT_RTOL).mean(dim=1)
+    return accuracy(weights, x, y)
 
 
 def accuracy_with_value(
@@ -267,10 +267,8 @@ def mixing_rates(
     rows = []
     for k in ks:  # one fresh batch per k: a loop over settings, not samples
         x, y_true, y_intruder = sample_mixed_contexts(task, int(k), n, generator, device)
-        logits = model_logits(weights, x)
-        E = logits.shape[0]
-        share_true = expected_correct(logits, y_true.expand(E, -1), LOGIT_RTOL).mean(dim=1)
-        share_intruder = expected_correct(logits, y_intruder.expand(E, -1), LOGIT_RTOL).mean(dim=1)
+        share_true, share_intruder = (c.mean(dim=1) for c in correct(weights, x, y_true, y_intruder))
+        E = share_true.shape[0]
         rows += [{"k": int(k), "model": e, "share_true": float(share_true[e]),
                   "share_intruder": float(share_intruder[e])} for e in range(E)]
     return pd.DataFrame(rows)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from assocmem.config import check_choice, check_float_range, check_int_range
+from assocmem.config import check_choice, check_float_range, check_int_range, option
 from assocmem.errors import bad_option
 
 WEIGHT_NAMES: tuple[str, ...] = ("W_E", "W_Q", "W_K", "W_V")
@@ -75,14 +75,15 @@ def _readout(W_E: torch.Tensor, W_V: torch.Tensor, hidden: torch.Tensor) -> torc
 class ModelConfig:
     """Shape and training switches of the one-layer transformer (§4.2); V comes from the task."""
 
-    d: int = 128  # embedding dimension (d < V: under-parameterised, d > V: over-, §5.3)
-    d_a: int | None = None  # attention head size; None means d_a = d
-    freeze_value: bool = False  # W_V fixed to the identity (the "fixed W_V" arm of §6.1, Fig. 3a)
-    freeze_embedding: bool = False  # W_E fixed at its Gaussian init (the "frozen" arm of §6.2)
-    init_std: float | None = None  # std of every Gaussian entry ("gaussian" init); None means 1/sqrt(d) (see below)
+    d: int = option(128, "Embedding dimension (d < V: under-parameterised, d > V: over-, §5.3).")
+    d_a: int | None = option(None, "Attention head size (default d).")
+    freeze_value: bool = option(False, "Fix W_V to the identity (the fixed-W_V arm of §6.1, Fig. 3a).")
+    freeze_embedding: bool = option(False, "Keep W_E at its initial values (the frozen arm of §6.2).")
+    init_std: float | None = option(None, "Std of every Gaussian entry (init gaussian; default 1/sqrt(d)).")
     # "gaussian": every matrix N(0, std²) (ours); "torch": PyTorch's defaults as in the authors' code,
     # nn.Embedding's N(0, 1) for W_E and nn.Linear(bias=False)'s U(-1/sqrt(d), 1/sqrt(d)) for W_Q, W_K, W_V.
-    init: str = "gaussian"
+    init: str = option("gaussian", "gaussian (ours: N(0, std²) everywhere) | torch (PyTorch's defaults, as the "
+                                   "authors' code).")
 
     def __post_init__(self) -> None:
         check_int_range("d", self.d, 1)

@@ -28,7 +28,7 @@ from typing import Any
 from assocmem.errors import ConfigError, did_you_mean
 from assocmem.lca.model import ModelConfig
 from assocmem.lca.task import LCAConfig
-from assocmem.lca.train import TrainConfig
+from assocmem.lca.train_config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -69,5 +69,6 @@ def protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         close = did_you_mean(name, list(PROTOCOLS), cutoff=0.5)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise ConfigError(f"protocol={name!r} is invalid: allowed one of {', '.join(PROTOCOLS)}{hint}")
+        raise ConfigError(f"protocol={name!r} is invalid: allowed one of {', '.join(PROTOCOLS)}{hint}",
+                          field="protocol")
     return PROTOCOLS[name]

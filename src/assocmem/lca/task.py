@@ -33,7 +33,7 @@ from typing import Literal
 
 import torch
 
-from assocmem.config import check_choice, check_float_range, check_int_range
+from assocmem.config import check_choice, check_float_range, check_int_range, option
 from assocmem.errors import ConfigError
 
 Neighborhood = Literal["all", "hamming1", "cluster1", "cluster2"]
@@ -47,12 +47,12 @@ GUIDE_MAX_STEPS = 4  # at most this many CDF steps in a slice, else plain binary
 class LCAConfig:
     """One setting of the data distribution D^L of §4.1."""
 
-    m: int = 8  # number of binary latents; V = 2^m tokens
-    L: int = 64  # context length (the last position is drawn from pi alone)
-    omega: float = 0.5  # signal share of the mixture p(z|z*) = omega*pi + (1-omega)*Unif
-    beta: float = 1.0  # temperature of pi ∝ exp(-Hamming/beta)
-    neighborhood: str = "all"  # support of pi: all | hamming1 | cluster1 | cluster2
-    extra_tokens: int = 0  # vocabulary entries no sample uses (the authors' code: 1, so 2^m + 1 tokens)
+    m: int = option(8, "Number of binary latents (V = 2^m tokens), 1..12.")
+    L: int = option(64, "Context length (the last position is drawn from pi alone).")
+    omega: float = option(0.5, "Signal share of p(z|z*) = omega*pi + (1-omega)*Unif, in [0, 1].")
+    beta: float = option(1.0, "Temperature of pi ∝ exp(-Hamming/beta), > 0.")
+    neighborhood: str = option("all", "Support of pi: all | hamming1 | cluster1 | cluster2.")
+    extra_tokens: int = option(0, "Vocabulary entries no sample uses (the authors' code: 1, so 2^m + 1 tokens).")
 
     def __post_init__(self) -> None:
         check_int_range("m", self.m, 1, MAX_M)
@@ -63,10 +63,8 @@ class LCAConfig:
         check_int_range("extra_tokens", self.extra_tokens, 0, 2**MAX_M)
         min_m = {"all": 1, "hamming1": 1, "cluster1": 2, "cluster2": 3}[self.neighborhood]
         if self.m < min_m:
-            raise ConfigError(
-                f"neighborhood={self.neighborhood!r} is empty for m={self.m}: "
-                f"allowed m >= {min_m} for this neighborhood"
-            )
+            raise ConfigError(f"neighborhood={self.neighborhood!r} is empty for m={self.m}: "
+                              f"allowed m >= {min_m} for this neighborhood", field="neighborhood")
 
     @property
     def V(self) -> int:

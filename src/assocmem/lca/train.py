@@ -31,119 +31,19 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from assocmem.config import check_choice, check_float_range, check_int_range
-from assocmem.errors import ConfigError, bad_option
-from assocmem.lca.bayes import LOGIT_RTOL, expected_correct
-from assocmem.lca.model import WEIGHT_NAMES, ModelConfig, OneLayerTransformer, forward_last
-from assocmem.lca.task import LCAConfig, Sampler, sample_batch
+from assocmem.config import check_int_range
+from assocmem.errors import ConfigError
+from assocmem.lca.accuracy import accuracy
+from assocmem.lca.model import WEIGHT_NAMES, ModelConfig, OneLayerTransformer
+from assocmem.lca.task import LCAConfig, Sampler
+from assocmem.lca.train_config import SCHEDULES, RunSpec, TrainConfig  # noqa: F401  (the trainer's inputs)
+from assocmem.lca.trained import TrainedModel, TrainedModels  # noqa: F401  (what it returns)
 from assocmem.runtime import make_generator, resolve_device
-
-SCHEDULES: tuple[str, ...] = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by every model of a run (the paper: AdamW, lr in {0.01, 0.001}).
-
-    The defaults learn: on fresh samples with omega = 0.5, beta = 1, neighbourhood all, two seeds,
-    m = 5, L = 64, d = 64 reaches 0.922 (Bayes-optimal 0.930); m = 8, L = 64, d = 128 reaches 0.823
-    (Bayes 0.918; 0.857 after 5000 steps) and m = 8, L = 128, d = 128 0.965 (Bayes 0.996). lr = 0.001
-    was worse in every one of these settings at 2000 and 5000 steps.
-    """
-
-    steps: int = 2000  # optimizer steps; every step draws a fresh batch for every model
-    batch_size: int = 256  # contexts per model per step
-    lr: float = 0.01  # peak AdamW learning rate (a RunSpec may override it per model)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay, on every trainable matrix
-    warmup_steps: int = 100  # linear warm-up from 0 to lr: Adam's first steps are full-size sign steps
-    schedule: str = "cosine"  # after warm-up: "cosine" decays to 0 at the last step, "constant" stays
-    eval_every: int = 200  # steps between history rows (mean training loss and accuracy)
-    eval_samples: int = 4096  # fresh contexts per model for each accuracy evaluation
-    bayes: bool = True  # compute the Bayes-optimal accuracy on the final evaluation samples
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's (beta1, beta2): torch's default; the authors use (0.9, 0.99)
-
-    def __post_init__(self) -> None:
-        check_int_range("steps", self.steps, 1)
-        check_int_range("batch_size", self.batch_size, 1)
-        check_float_range("lr", self.lr, 0.0, None, lo_open=True)
-        check_float_range("weight_decay", self.weight_decay, 0.0, None)
-        check_int_range("warmup_steps", self.warmup_steps, 0)
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_int_range("eval_every", self.eval_every, 1)
-        check_int_range("eval_samples", self.eval_samples, 1)
-        if not isinstance(self.bayes, bool):
-            raise bad_option("bayes", self.bayes, "true or false")
-        if len(tuple(self.betas)) != 2:
-            raise bad_option("betas", self.betas, "two numbers (beta1, beta2) in [0, 1)")
-        for beta in self.betas:
-            check_float_range("betas", beta, 0.0, 1.0, hi_open=True)
-
-    def lr_factor(self, step: int) -> float:
-        """Multiplier of the peak lr at optimizer step `step` (1-based)."""
-        if step <= self.warmup_steps:
-            return step / self.warmup_steps
-        if self.schedule == "constant":
-            return 1.0
-        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    def lr_factors(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """(steps,) float64: lr_factor(1), ..., lr_factor(steps), for an optimizer that reads its step's
-        factor on the device."""
-        return torch.tensor([self.lr_factor(s) for s in range(1, self.steps + 1)], dtype=torch.float64,
-                            device=device)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One model to train: its task, its architecture, its learning rate and its seed."""
-
-    task: LCAConfig
-    model: ModelConfig
-    lr: float
-    seed: int
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        check_float_range("lr", self.lr, 0.0, None, lo_open=True)
-        check_int_range("seed", self.seed, 0, 2**63 - 1)
-
-
-@dataclass
-class TrainResult:
-    """E models trained together. Lists are indexed by model, in the order of `specs`."""
-
-    module: OneLayerTransformer
-    specs: list[RunSpec]
-    final_accuracy: list[float]
-    bayes_optimal_accuracy: list[float]  # NaN where TrainConfig.bayes is off
-    history: pd.DataFrame  # columns: step, model, loss (mean over the window), accuracy
-
-    @property
-    def gap_to_bayes(self) -> list[float]:
-        return [b - a for a, b in zip(self.final_accuracy, self.bayes_optimal_accuracy)]
-
-
-@dataclass
-class TrainedModel:
-    """One model of a sweep: weights keep the model dimension, e.g. W_E is (1, d, V)."""
-
-    spec: RunSpec
-    weights: dict[str, torch.Tensor]
-    final_accuracy: float
-    bayes_optimal_accuracy: float
-    history: pd.DataFrame = field(repr=False)  # columns: step, loss, accuracy
-
-    @property
-    def gap_to_bayes(self) -> float:
-        return self.bayes_optimal_accuracy - self.final_accuracy
-
 
 class BatchedAdamW:
     """AdamW (Loshchilov & Hutter, as torch.optim.AdamW) with one learning rate per model.
@@ -207,43 +107,6 @@ def stream_seed(seed: int, stream: str) -> int:
     streams of one seed are unrelated to each other and to the init, which uses `seed` itself."""
     digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def count_correct(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Expected correct predictions per model, (E,) float64: argmax with ties (logits within
-    bayes.LOGIT_RTOL of the max) counting 1/|ties|, the accuracy every experiment reports (analysis.
-    evaluate_weights is the same rule). x: (E, N, L) or (N, L); y: (E, N) or (N,).
-
-    Chunks the contexts so that the (E, chunk, V) intermediates of `forward_last` stay near 64 MiB.
-    """
-    E, d, V = weights["W_E"].shape
-    N, L = x.shape[-2:]
-    chunk = max(1, 2**24 // (E * (V + L + d)))
-    correct = torch.zeros(E, dtype=torch.float64, device=x.device)
-    with torch.no_grad():
-        for start in range(0, N, chunk):
-            xs, ys = x[..., start : start + chunk, :], y[..., start : start + chunk]
-            logits = forward_last(weights["W_E"], weights["W_Q"], weights["W_K"], weights["W_V"], xs).logits
-            correct += expected_correct(logits, ys.expand(logits.shape[:2]), rtol=LOGIT_RTOL).sum(-1)
-    return correct
-
-
-def evaluate_accuracy(
-    weights: dict[str, torch.Tensor],
-    task: LCAConfig,
-    n_samples: int,
-    generator: torch.Generator,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Accuracy 1 − R(f) (§4.1) of each of the E models in `weights`, (E,) float.
-
-    Draws n_samples fresh contexts from `generator` once; every model is scored on the same ones.
-    """
-    check_int_range("n_samples", n_samples, 1)
-    device = weights["W_E"].device if device is None else resolve_device(device)
-    weights = {k: v.to(device) for k, v in weights.items()}
-    x, y = sample_batch(task, n_samples, generator, device)
-    return count_correct(weights, x, y).double() / n_samples
 
 
 def _bayes(tasks: Sequence[LCAConfig], x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -338,7 +201,7 @@ class _Steps:
 def _train_batch(
     specs: Sequence[RunSpec], train_cfg: TrainConfig, device: torch.device, progress: bool,
     capture: bool | None = None,
-) -> TrainResult:
+) -> TrainedModels:
     """Train the models of `specs` (one `shape_key`) as one batch; the host waits only at history rows."""
     tasks, seeds = [s.task for s in specs], [s.seed for s in specs]
     E, n = len(specs), train_cfg.eval_samples
@@ -354,21 +217,24 @@ def _train_batch(
         window += 1
         if step % train_cfg.eval_every == 0 and step < train_cfg.steps:
             xe, ye = eval_sampler.draw(eval_gens, n)
-            accuracy = (count_correct(batch.module.weights(), xe, ye).double() / n).tolist()
-            rows += _rows(step, (batch.window_loss / window).tolist(), accuracy)
+            accs = accuracy(batch.module.weights(), xe, ye).tolist()
+            rows += _rows(step, (batch.window_loss / window).tolist(), accs)
             batch.window_loss.zero_()
             window = 0
-            bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", acc=f"{sum(accuracy) / E:.3f}")
+            bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", acc=f"{sum(accs) / E:.3f}")
         bar.update(1)
     bar.close()
     batch.optimizer.zero_grad()  # drop the gradients (on CUDA they live in the captured graph's memory pool)
     # The final evaluation has its own stream, so its samples do not depend on eval_every.
     xf, yf = eval_sampler.draw([make_generator(stream_seed(s, "final"), device) for s in seeds], n)
-    final = (count_correct(batch.module.weights(), xf, yf).double() / n).tolist()
+    weights = batch.module.weights()
+    final = accuracy(weights, xf, yf).tolist()
     bayes = _bayes(tasks, xf, yf) if train_cfg.bayes else [math.nan] * E
     rows += _rows(train_cfg.steps, (batch.window_loss / max(window, 1)).tolist(), final)
     history = pd.DataFrame(rows, columns=["step", "model", "loss", "accuracy"])
-    return TrainResult(batch.module, list(specs), final, bayes, history)
+    return TrainedModels([TrainedModel(spec, {k: v[e:e + 1].detach().clone() for k, v in weights.items()}, final[e],
+                                       bayes[e], history[history["model"] == e].drop(columns="model")
+                                       .reset_index(drop=True)) for e, spec in enumerate(specs)], train_cfg)
 
 
 def _rows(step: int, losses: list[float], accuracies: list[float]) -> list[dict]:
@@ -394,7 +260,7 @@ def train_models(
     lr: float | None = None,
     progress: bool = False,
     capture: bool | None = None,
-) -> TrainResult:
+) -> TrainedModels:
     """Train one model per seed on the same setting, all at once (model e = seeds[e]). `capture`: run the
     step as a CUDA graph (default: on CUDA unless ASSOCMEM_CUDA_GRAPHS=0; never on the CPU)."""
     if len(seeds) == 0:
@@ -411,7 +277,7 @@ def train_sweep(
     progress: bool = False,
     max_models: int | None = None,
     capture: bool | None = None,
-) -> list[TrainedModel]:
+) -> TrainedModels:
     """Train every spec; specs of one `shape_key` (m, L, vocabulary, d, d_a) are trained as one batch (at
     most `max_models` per batch), whatever their omega, beta, neighbourhood, init, freeze switches, lr and
     seed. Returns one TrainedModel per spec, in input order."""
@@ -426,15 +292,6 @@ def train_sweep(
         size = max_models or len(indices)
         for start in range(0, len(indices), size):
             batch = indices[start : start + size]
-            result = _train_batch([specs[i] for i in batch], train_cfg, dev, progress, capture)
-            weights = result.module.weights()
-            for e, i in enumerate(batch):
-                hist = result.history[result.history["model"] == e].drop(columns="model").reset_index(drop=True)
-                out[i] = TrainedModel(
-                    spec=specs[i],
-                    weights={k: v[e : e + 1] for k, v in weights.items()},
-                    final_accuracy=result.final_accuracy[e],
-                    bayes_optimal_accuracy=result.bayes_optimal_accuracy[e],
-                    history=hist,
-                )
-    return out  # type: ignore[return-value]
+            for i, model in zip(batch, _train_batch([specs[i] for i in batch], train_cfg, dev, progress, capture)):
+                out[i] = model
+    return TrainedModels(out, train_cfg)  # type: ignore[arg-type]

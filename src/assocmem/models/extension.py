@@ -35,8 +35,9 @@ from torch import nn
 
 from assocmem.models.anatomy import find_parts
 from assocmem.models.packed_forward import (SLIDING, cache_argument, _mask_edit_hooks, attention_backend, attention_implementation,
-                                            mask_plan, rows_to_device)
+                                            mask_argument, mask_plan, rows_to_device)
 from assocmem.models.packing import Rows, allowed_from_arrays
+from assocmem.models.llm import LoadedLM
 
 
 @dataclass(frozen=True)
@@ -130,19 +131,12 @@ def extension_allowed(past: dict[str, torch.Tensor], ext: dict[str, torch.Tensor
     return torch.cat([seen, own], dim=-1)
 
 
-def _format(allowed: torch.Tensor, backend: str, dtype: torch.dtype):
-    allowed = allowed[:, None]                                              # (B, 1, Tn, Tp + Tn)
-    if backend == "sdpa":
-        return allowed
-    return torch.where(allowed, torch.zeros((), dtype=dtype, device=allowed.device), torch.finfo(dtype).min)
-
-
 def extension_mask(model, past: dict[str, torch.Tensor], ext: dict[str, torch.Tensor], backend: str, dtype):
     """The attention mask argument for the new tokens: one mask, or a dict per layer type."""
     plan = mask_plan(model)
     if plan.kinds is None:
-        return _format(extension_allowed(past, ext, plan.window), backend, dtype)
-    return {kind: _format(extension_allowed(past, ext, plan.window if kind == SLIDING else None), backend, dtype)
+        return mask_argument(extension_allowed(past, ext, plan.window), backend, dtype)
+    return {kind: mask_argument(extension_allowed(past, ext, plan.window if kind == SLIDING else None), backend, dtype)
             for kind in plan.kinds}
 
 
@@ -150,7 +144,7 @@ Replacement = tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]   # mod
 
 
 @torch.inference_mode()
-def forward_extension(lm, rows: Rows, cache, ext: ExtensionRows, *,
+def forward_extension(lm: LoadedLM, rows: Rows, cache, ext: ExtensionRows, *,
                       attention_edit: Callable[[int, object], object] | None = None,
                       replace: Sequence[Replacement] = (), start: int = 0,
                       entering: torch.Tensor | None = None) -> torch.Tensor:

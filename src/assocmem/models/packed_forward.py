@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from assocmem.errors import ConfigError
-from assocmem.models.anatomy import device_of, find_parts
-from assocmem.models.packing import Rows, allowed_from_arrays
+from assocmem.models.anatomy import find_parts
+from assocmem.models.packing import Rows, allowed_from_arrays, mask_rule
+from assocmem.models.readout import unembed
+from assocmem.models.llm import LoadedLM
 
 FULL, SLIDING = "full_attention", "sliding_attention"
 ATTENTION_BACKENDS = ("sdpa", "flex_attention", "eager")
@@ -49,8 +51,8 @@ def mask_plan(model) -> MaskPlan:
     types = tuple(dict.fromkeys(getattr(config, "layer_types", None) or ()))
     unknown = [k for k in types if k not in (FULL, SLIDING)]
     if unknown:
-        raise ConfigError(f"--model: layer type(s) {', '.join(unknown)} of {type(model).__name__} are not "
-                          "supported by the packed scorer (full and sliding-window attention are)")
+        raise ConfigError(f"model: layer type(s) {', '.join(unknown)} of {type(model).__name__} are not "
+                          "supported by the packed scorer (full and sliding-window attention are)", field="model")
     if SLIDING in types:
         return MaskPlan(types, window) if FULL in types else MaskPlan(None, window)
     if types:
@@ -81,8 +83,14 @@ def attention_implementation(model, name: str | None):
 def _one_mask(t: dict[str, torch.Tensor], window: int | None, backend: str, dtype: torch.dtype):
     if backend == "flex_attention":
         return _block_mask(t, window)
-    allowed = allowed_from_arrays(torch, t["segment"], t["branch"], t["trunk_end"], t["position_ids"], window)
-    allowed = allowed[:, None]                                              # (B, 1, T, T): every head alike
+    return mask_argument(allowed_from_arrays(torch, t["segment"], t["branch"], t["trunk_end"], t["position_ids"],
+                                             window), backend, dtype)
+
+
+def mask_argument(allowed: torch.Tensor, backend: str, dtype: torch.dtype) -> torch.Tensor:
+    """A (B, Tq, Tk) boolean mask as the attention implementation takes it, (B, 1, Tq, Tk) for every head alike:
+    booleans for SDPA, additive floats (0 or the dtype's minimum) for eager attention."""
+    allowed = allowed[:, None]
     if backend == "sdpa":
         return allowed
     zero = torch.zeros((), dtype=dtype, device=allowed.device)
@@ -95,13 +103,8 @@ def _block_mask(t: dict[str, torch.Tensor], window: int | None):
     seg, branch, trunk_end, pos = t["segment"], t["branch"], t["trunk_end"], t["position_ids"]
 
     def mask_mod(b, h, q, k):
-        same = seg[b, q] == seg[b, k]
-        key_trunk = (branch[b, k] == 0) & (k <= trunk_end[b, q])
-        own = (branch[b, q] == branch[b, k]) & (branch[b, q] != 0) & (k <= q)
-        ok = same & (key_trunk | own)
-        if window is not None:
-            ok = ok & (pos[b, k] > pos[b, q] - window)
-        return ok
+        return mask_rule(seg[b, q], seg[b, k], branch[b, q], branch[b, k], trunk_end[b, q], q, k, pos[b, q], pos[b, k],
+                         window)
 
     B, T = seg.shape
     return create_block_mask(mask_mod, B, None, T, T, device=seg.device)
@@ -139,7 +142,7 @@ def rows_to_device(rows: Rows, device) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
-def forward_rows(lm, rows: Rows, read_rows: np.ndarray, read_cols: np.ndarray, *, resid: bool = False,
+def forward_rows(lm: LoadedLM, rows: Rows, read_rows: np.ndarray, read_cols: np.ndarray, *, resid: bool = False,
                  attention: bool = False, backend: str | None = None,
                  attention_edit: Callable[[int, object], object] | None = None,
                  capture: Sequence[torch.nn.Module] = (), keep_cache: bool = False) -> Forwarded:
@@ -233,7 +236,7 @@ def to_device(array, device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def token_scores(lm, hidden: torch.Tensor, read_index, tokens, ranked=None,
+def token_scores(lm: LoadedLM, hidden: torch.Tensor, read_index, tokens, ranked=None,
                  chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """(log P(tokens[j] | read read_index[j]) in float64, the rank of tokens[j] there in int64), from the
     body's output `hidden` (R, d_model); both on the unembedding's device.
@@ -250,8 +253,7 @@ def token_scores(lm, hidden: torch.Tensor, read_index, tokens, ranked=None,
     adds no host synchronisation.
     """
     parts = find_parts(lm.model)
-    W_U = parts.W_U
-    head_device = device_of(W_U, hidden.device)
+    head_device = parts.W_U.weight.device
     read_index = np.asarray(read_index, dtype=np.int64)
     tokens = np.asarray(tokens, dtype=np.int64)
     ranked = np.ones(len(tokens), dtype=bool) if ranked is None else np.asarray(ranked, dtype=bool)
@@ -263,9 +265,7 @@ def token_scores(lm, hidden: torch.Tensor, read_index, tokens, ranked=None,
         sel = order[edges[c]:edges[c + 1]]                               # the tokens read in this chunk
         if not len(sel):
             continue
-        logits = W_U(hidden[s:s + chunk].to(head_device)).float()       # (chunk, d_vocab)
-        if parts.softcap is not None:
-            logits = torch.tanh(logits / parts.softcap) * parts.softcap
+        logits = unembed(parts, hidden[s:s + chunk], normed=True)         # (chunk, d_vocab)
         log_z = torch.logsumexp(logits, dim=-1)                         # (chunk,)
         local, dest = to_device(read_index[sel] - s, head_device), to_device(sel, head_device)
         target = logits[local, to_device(tokens[sel], head_device)]      # (k,) each token's logit

@@ -193,19 +193,27 @@ def attention_allowed(rows: Rows, window: int | None = None) -> np.ndarray:
     return allowed_from_arrays(np, rows.segment, rows.branch, rows.trunk_end, rows.position_ids, window)
 
 
+def mask_rule(seg_q, seg_k, branch_q, branch_k, trunk_end_q, col_q, col_k, pos_q, pos_k, window: int | None = None):
+    """May the query see the key: the same segment, and the key is a trunk token at or before the query's
+    last visible trunk column, or a token of the query's own branch at or before the query; with `window`,
+    the key's position is within the window. Elementwise on broadcastable numpy or torch arrays, or on a
+    FlexAttention mask_mod's index tensors: the one statement of the rule."""
+    key_trunk = (branch_k == 0) & (col_k <= trunk_end_q)
+    own = (branch_q == branch_k) & (branch_q != 0) & (col_k <= col_q)
+    allowed = (seg_q == seg_k) & (key_trunk | own)
+    if window is not None:
+        allowed = allowed & (pos_k > pos_q - window)
+    return allowed
+
+
 def allowed_from_arrays(xp, segment, branch, trunk_end, position_ids, window: int | None = None):
-    """The mask rule for numpy or torch arrays (`xp` is the module): same segment, and the key is a
-    trunk token at or before the query's last visible trunk column, or a token of the query's own
-    branch at or before the query; with `window`, the key's position is within the window."""
+    """The (rows, T, T) boolean mask of `mask_rule` (query rows, key columns) for numpy or torch arrays (`xp`
+    is the module)."""
     T = segment.shape[-1]
     col = xp.arange(T, device=segment.device) if xp.__name__ == "torch" else xp.arange(T)
-    same = segment[:, :, None] == segment[:, None, :]
-    key_trunk = (branch[:, None, :] == 0) & (col[None, None, :] <= trunk_end[:, :, None])
-    own = (branch[:, :, None] == branch[:, None, :]) & (branch[:, :, None] != 0) & (col[None, None, :] <= col[None, :, None])
-    allowed = same & (key_trunk | own)
-    if window is not None:
-        allowed = allowed & (position_ids[:, None, :] > position_ids[:, :, None] - window)
-    return allowed
+    q, k = (slice(None), slice(None), None), (slice(None), None, slice(None))
+    return mask_rule(segment[q], segment[k], branch[q], branch[k], trunk_end[q], col[None, :, None],
+                     col[None, None, :], position_ids[q], position_ids[k], window)
 
 
 @dataclass
