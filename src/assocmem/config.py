@@ -86,8 +86,9 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (possibly nested) dataclass config."""
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    """A JSON-ready dict of a (possibly nested) dataclass config, or of a config a run folder kept as its raw
+    dict (`read_config`: one that cannot be rebuilt here), so such a config is written back as it was read."""
+    return json.loads(json.dumps(config if isinstance(config, dict) else dataclasses.asdict(config), default=str))
 
 
 def save_config(config: Any, path: str | Path) -> Path:

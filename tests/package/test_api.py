@@ -121,3 +121,25 @@ def test_load_run_reads_a_folder_of_runs_and_refuses_anything_else(tmp_path):
     assocmem.train_lca(m=3, L=8, d=8, steps=5, eval_samples=64, device="cpu", out=tmp_path / "all" / "a")
     runs = assocmem.load_run(tmp_path / "all")
     assert list(runs) == ["a"] and isinstance(runs["a"], assocmem.TrainedModels)
+
+
+def test_a_result_whose_config_is_read_back_raw_saves_again(tmp_path):
+    """A folder's config that cannot be rebuilt here (it names a CounterFact file this machine lacks) is kept as
+    the raw dict (`config.read_config`); every result type writes it back as it is."""
+    from assocmem.config import read_config
+    from assocmem.hijack.diagnose import DiagnoseConfig, DiagnoseResult
+    from assocmem.hijack.mechanism_report import MechanismResult
+    from assocmem.hijack.run import HijackConfig, HijackResult
+    from assocmem.io import read_json
+
+    raw = {"data": {"counterfact": str(tmp_path / "gone.json"), "records": 3}, "max_n": 1,
+           "fingerprints": {"code": "0123456789abcdef"}}
+    assert read_config(HijackConfig, raw) is raw and read_config(DiagnoseConfig, raw) is raw
+    summary = {"model": "m", "records": 0, "config": raw, "fingerprints": raw["fingerprints"]}
+    HijackResult(pd.DataFrame({"n": [0]}), summary, raw).save(tmp_path / "hijack")
+    assert read_json(tmp_path / "hijack" / "config.json") == raw
+    empty = pd.DataFrame()
+    DiagnoseResult(empty, empty, empty, summary, raw).save(tmp_path / "diagnose")
+    assert read_json(tmp_path / "diagnose" / "config.json") == raw
+    MechanismResult(empty, empty, empty, empty, empty, summary, raw).save(tmp_path / "mechanism")
+    assert read_json(tmp_path / "mechanism" / "config.json") == raw

@@ -115,8 +115,7 @@ class DiagnoseResult:
 
         folder = Path(folder)
         write_tables(folder, {name: getattr(self, name) for name in TABLES}, csv=TABLES)
-        save_config(self.config, folder / "config.json") if not isinstance(self.config, dict) else \
-            write_json(folder / "config.json", self.config)
+        save_config(self.config, folder / "config.json")
         write_json(folder / "summary.json", self.summary)
         return folder
 

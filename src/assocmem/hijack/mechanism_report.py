@@ -76,8 +76,7 @@ class MechanismResult:
             write_csv(folder / "heads.csv", self.heads.round(5))
         if len(self.defence):
             write_csv(folder / "defence.csv", self.defence.round(5))
-        save_config(self.config, folder / "config.json") if not isinstance(self.config, dict) else \
-            write_json(folder / "config.json", self.config)
+        save_config(self.config, folder / "config.json")
         write_json(folder / "summary.json", _plain(self.summary))
         return folder
 
