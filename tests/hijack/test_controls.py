@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from pathlib import Path
@@ -93,3 +94,36 @@ def test_no_control_sentence_contains_either_target_over_the_whole_file():
     assert len(records) > 20_000
     assert refused["not-think-mismatched"] == refused["neutral"] == 0
     assert refused["relation-mismatched"] < 0.1 * len(records)
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "counterfact_small.json"
+
+
+def test_a_selection_carries_its_mismatched_targets_so_diagnose_and_mechanism_build_the_controls():
+    """Every command that draws records from a CounterFact selection gets their mismatched targets, chosen from
+    the whole file (as `hijack` run chooses them): diagnose and mechanism build the mismatched controls too."""
+    import torch
+
+    from assocmem.hijack.counterfact import CounterFactSelection
+    from assocmem.hijack.diagnose import DiagnoseConfig, run_diagnose
+    from assocmem.hijack.mechanism import scheme_records
+    from assocmem.hijack.mechanism_config import MechanismConfig
+    from assocmem.hijack.mechanism_report import run_mechanism
+    from assocmem.models.llm import tiny_random_lm
+
+    selection = CounterFactSelection(counterfact=str(FIXTURE), records=4, skip_bad=True)
+    loaded, chosen = selection.load()
+    bare = [dataclasses.replace(r, target_mismatched=None) for r in chosen]
+    assert chosen == with_mismatched_targets(bare, loaded.records)
+    assert all(r.target_mismatched is not None for r in chosen)
+    usable, _ = scheme_records(selection, "not-think-mismatched")
+    assert len(usable) == 4 and all(r.target_mismatched for r in usable)
+    torch.set_num_threads(1)
+    lm = tiny_random_lm("gemma3", seed=0)
+    diag = run_diagnose(DiagnoseConfig.of(counterfact=str(FIXTURE), records=4, skip_bad=True, ns=(0, 1),
+                                          schemes=("not-think-mismatched",)), lm=lm)
+    assert diag.summary["records"] == 4 and diag.summary["skipped"] == 0
+    mech = run_mechanism(MechanismConfig.of(counterfact=str(FIXTURE), records=3, skip_bad=True, ns=(1,),
+                                            schemes=("not-think-mismatched",), components=("attn",), heads=False,
+                                            defend=False, min_shift=0.0), lm=lm)
+    assert mech.summary["records"] == {"not-think-mismatched": 3}

@@ -123,13 +123,15 @@ def scheme_records(selection, scheme_name: str, template: str | None = None, exc
     false target's associated word, for the language and country relations) gets as many records as
     one that builds every record, spread over the relations it can use. `exclude`: case ids left out
     first; `records`: how many instead of the selection's own."""
+    from assocmem.hijack.controls import with_mismatched_targets
     from assocmem.hijack.counterfact import BadRecord, load_counterfact, select_records
     from assocmem.hijack.schemes import get_scheme, sentence
 
     scheme = get_scheme(scheme_name, template)
     loaded = load_counterfact(selection.counterfact, skip_bad=selection.skip_bad)
+    in_file = with_mismatched_targets(loaded.records, loaded.records) if scheme.names_mismatched else loaded.records
     usable = []
-    for rec in loaded.records:
+    for rec in in_file:
         try:
             sentence(rec, scheme)
         except BadRecord:

@@ -277,13 +277,14 @@ class HijackResult:
 
 def selected_records(config: HijackConfig, records: Sequence[Record] | None = None) -> tuple[list[Record], list[dict]]:
     """(the records `config` scores, those its file left out as skipped entries): `config.data`'s selection, or
-    `records` as given; each with its mismatched controls' target, chosen from the whole file (or from `records`)."""
+    `records` as given; each with its mismatched controls' target, chosen from the whole file (`load`) or from
+    `records`."""
     if records is not None:
         records = list(records)
         return with_mismatched_targets(records, records), []
     loaded, chosen = config.data.load()
     skipped = [{"case_id": c, "scheme": None, "reason": r, "kind": k} for c, r, k in _kinds(loaded.skipped)]
-    return with_mismatched_targets(chosen, loaded.records), skipped   # chosen from the whole file, not the sample
+    return chosen, skipped
 
 
 def score_hijack(lm: LoadedLM, config: HijackConfig, records: Sequence[Record] | None = None,

@@ -54,6 +54,11 @@ class Scheme:
     expected: str | None = None          # hijack | recall | None (direction not assumed; measure it)
     control_of: str | None = None        # the hijacking scheme this one controls (same records, paired)
 
+    @property
+    def names_mismatched(self) -> bool:
+        """Whether its sentence names another record's target (`Record.target_mismatched`, hijack.controls)."""
+        return self.mentions == "target_mismatched" or "{target_mismatched}" in (self.sentence or "")
+
 
 SCHEMES: dict[str, Scheme] = {}
 
