@@ -32,11 +32,9 @@ def load_model(model: Any = "gemma3-270m", tokenizer: Any = None, device: str = 
                dtype: str = "auto") -> LoadedLM:
     """The LoadedLM every call below scores with: `model` a name or path (loaded on `device` in `dtype`), a
     LoadedLM, or a Hugging Face causal LM with its `tokenizer` (taken as it is, where it is)."""
-    from assocmem.models.llm import as_lm, load_causal_lm
+    from assocmem.models.llm import load_causal_lm
 
-    if isinstance(model, (str, Path)):
-        return load_causal_lm(str(model), device=device, dtype=dtype)
-    return as_lm(model, tokenizer)
+    return load_causal_lm(model, device=device, dtype=dtype, tokenizer=tokenizer)   # a model in memory: `as_lm`
 
 
 def score_prompts(model: Any, prompts: str | Sequence[str], true: str | Sequence[str], false: str | Sequence[str],
@@ -192,5 +190,6 @@ def _per_prompt(name: str, value: str | Sequence[str], n: int) -> list[str]:
 def _model_spec(lm: LoadedLM) -> dict[str, Any]:
     """The config's model leaves for a model in memory: the spec it was loaded from, or its own folder, where it
     has one (else the run records it by its weights' hash); its device."""
-    spec = lm.spec or next((s for s in (getattr(lm.model, "name_or_path", None),) if s and Path(s).is_dir()), None)
+    folder = getattr(lm.model, "name_or_path", None)
+    spec = lm.spec or (folder if folder and Path(folder).is_dir() else None)
     return {"device": str(lm.device), **({"model": spec} if spec else {})}
