@@ -266,3 +266,15 @@ def test_a_failed_experiment_keeps_its_partial_folder(tmp_path, calls, make):
     summary = reproduce("quick", None, "cpu", tmp_path, registry=make(with_failure=True))
     partial = [p.name for p in (tmp_path / ".partial").iterdir()]
     assert len(partial) == 1 and partial[0].startswith("delta-") and summary.failed[0].folder.name == partial[0]
+
+
+def test_the_settings_class_of_a_paper_profile_experiment_counts_in_its_code(tmp_path):
+    """An experiment of the paper profile alone (no quick or full settings) counts its `authors` settings class,
+    as the others count theirs, even where its run function does not name the class."""
+    from assocmem.experiments.runner import experiment_code
+
+    family = tmp_path / "paper_only_family.py"
+    source = FAMILY + '\nEXPERIMENTS.append(Experiment("three", "Three", "—", None, None, run_one, no_plot, authors=Knob()))\n'
+    before = experiment_code(_family(family, source).get("three"))
+    after = experiment_code(_family(family, source.replace("value: int = 1", "value: int = 5")).get("three"))
+    assert before != after

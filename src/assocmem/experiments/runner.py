@@ -66,7 +66,8 @@ def experiment_code(exp: Experiment) -> str:
     class and what they reach in the experiments' modules, and every library module they use, whole."""
     from assocmem.provenance import code_fingerprint
 
-    return code_fingerprint(exp.run, exp.plot, type(exp.quick), type(exp.full), fine=(__package__,))
+    settings = {type(s) for s in (exp.quick, exp.full, exp.authors) if s is not None}   # a profile may have none
+    return code_fingerprint(exp.run, exp.plot, *settings, fine=(__package__,))
 
 
 def _file_identity(path: Path | None) -> str:
