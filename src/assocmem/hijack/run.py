@@ -89,8 +89,6 @@ def config_from_dict(raw: dict, **overrides) -> HijackConfig:
     return from_flat(HijackConfig, {**flat_dict_of(raw), **overrides})
 
 
-
-
 @dataclass
 class WorkItem:
     record: Record

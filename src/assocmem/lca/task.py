@@ -200,7 +200,6 @@ class Sampler:
         delta = torch.cat([context, query], dim=-1).clamp_(max=V - 1)  # (E, B, L)
         return y[..., None] ^ delta, y
 
-
     def _context_offsets(self, u: torch.Tensor) -> torch.Tensor:
         """(E, n): for each u, the first offset whose context CDF exceeds it (searchsorted(right=True)'s answer).
 

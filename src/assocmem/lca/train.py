@@ -41,9 +41,10 @@ from assocmem.errors import ConfigError
 from assocmem.lca.accuracy import accuracy
 from assocmem.lca.model import WEIGHT_NAMES, ModelConfig, OneLayerTransformer
 from assocmem.lca.task import LCAConfig, Sampler
-from assocmem.lca.train_config import SCHEDULES, RunSpec, TrainConfig  # noqa: F401  (the trainer's inputs)
+from assocmem.lca.train_config import RunSpec, TrainConfig  # noqa: F401  (the trainer's inputs)
 from assocmem.lca.trained import TrainedModel, TrainedModels  # noqa: F401  (what it returns)
 from assocmem.runtime import make_generator, resolve_device
+
 
 class BatchedAdamW:
     """AdamW (Loshchilov & Hutter, as torch.optim.AdamW) with one learning rate per model.

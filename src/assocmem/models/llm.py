@@ -42,6 +42,11 @@ NATIVE_DTYPE = {"gemma3-270m": "bfloat16", "smollm2-135m": "bfloat16"}
 # transformers de-quantises to float32 (`_cached_gguf`); tests/hijack/test_llm.py checks the type against
 # the GGUF's own `general.file_type`.
 BUNDLED_CHECKPOINTS = {"gemma3-270m": ("Gemma 3 270M", "Q4_K_M"), "smollm2-135m": ("SmolLM2-135M-Instruct", "Q4_1")}
+TINY_ARCHS = ("gpt2", "llama", "gemma3")
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_ALLOWED = ("gemma3-270m, smollm2-135m, tiny-random-{gpt2,llama,gemma3}, a Hugging Face hub id, "
+            "a local model directory or a .gguf file")
 
 
 def checkpoint_description(name: str) -> str | None:
@@ -50,11 +55,6 @@ def checkpoint_description(name: str) -> str | None:
         return None
     model, quant = BUNDLED_CHECKPOINTS[name]
     return f"{model}, a 4-bit GGUF checkpoint ({quant}) de-quantised to float32"
-TINY_ARCHS = ("gpt2", "llama", "gemma3")
-_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_ALLOWED = ("gemma3-270m, smollm2-135m, tiny-random-{gpt2,llama,gemma3}, a Hugging Face hub id, "
-            "a local model directory or a .gguf file")
 
 
 @dataclass
