@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from assocmem.hijack.controls import mentions_word, mismatched_target, relation_pools, with_mismatched_targets
+from assocmem.hijack.controls import (load_selection, mentions_word, mismatched_target, relation_pools,
+                                     with_mismatched_targets)
 from assocmem.hijack.counterfact import BadRecord, Record, load_counterfact
 from assocmem.hijack.schemes import SCHEMES, build_prompt, get_scheme, sentence
 
@@ -100,8 +101,8 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "counterfact_small.
 
 
 def test_a_selection_carries_its_mismatched_targets_so_diagnose_and_mechanism_build_the_controls():
-    """Every command that draws records from a CounterFact selection gets their mismatched targets, chosen from
-    the whole file (as `hijack` run chooses them): diagnose and mechanism build the mismatched controls too."""
+    """A selection read through `load_selection` carries its records' mismatched targets, chosen from the whole
+    file (as `hijack` run chooses them): diagnose and mechanism build the mismatched controls too."""
     import torch
 
     from assocmem.hijack.counterfact import CounterFactSelection
@@ -112,7 +113,7 @@ def test_a_selection_carries_its_mismatched_targets_so_diagnose_and_mechanism_bu
     from assocmem.models.llm import tiny_random_lm
 
     selection = CounterFactSelection(counterfact=str(FIXTURE), records=4, skip_bad=True)
-    loaded, chosen = selection.load()
+    loaded, chosen = load_selection(selection)
     bare = [dataclasses.replace(r, target_mismatched=None) for r in chosen]
     assert chosen == with_mismatched_targets(bare, loaded.records)
     assert all(r.target_mismatched is not None for r in chosen)

@@ -28,7 +28,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
-from assocmem.hijack.counterfact import Record
+from assocmem.hijack.counterfact import CounterFactSelection, LoadResult, Record
 
 # Knuth's multiplicative hash: spreads consecutive case_ids over the pool (a plain case_id % len would give
 # neighbouring records neighbouring controls).
@@ -83,3 +83,10 @@ def with_mismatched_targets(records: Sequence[Record], file_records: Sequence[Re
     pools = relation_pools(file_records)
     return [dataclasses.replace(r, target_mismatched=mismatched_target(r, pools.get(r.relation_id, [])))
             for r in records]
+
+
+def load_selection(selection: CounterFactSelection) -> tuple[LoadResult, list[Record]]:
+    """`selection.load()` with every selected record's mismatched target, chosen from the whole file (not from
+    the sample): how every command that scores or traces a selection reads it."""
+    loaded, chosen = selection.load()
+    return loaded, with_mismatched_targets(chosen, loaded.records)

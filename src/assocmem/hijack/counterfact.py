@@ -285,10 +285,7 @@ class CounterFactSelection:
         return counterfact_path(self.counterfact)
 
     def load(self) -> tuple[LoadResult, list[Record]]:
-        """(the loaded file, the selected records, each with its mismatched controls' target chosen from the
-        whole file, not from the sample: hijack.controls)."""
-        from assocmem.hijack.controls import with_mismatched_targets
-
+        """(the loaded file, the selected records)."""
         loaded = load_counterfact(self.counterfact, skip_bad=self.skip_bad)
-        chosen = select_records(loaded.records, self.relations, self.limit, self.per_relation, self.seed, self.records)
-        return loaded, with_mismatched_targets(chosen, loaded.records)
+        return loaded, select_records(loaded.records, self.relations, self.limit, self.per_relation, self.seed,
+                                      self.records)

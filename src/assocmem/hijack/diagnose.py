@@ -23,6 +23,7 @@ import torch
 from assocmem.config import Composed, check_int_range, int_tuple, option, read_config, save_config
 from assocmem.errors import ConfigError
 from assocmem.hijack import diagnostics as D
+from assocmem.hijack.controls import load_selection
 from assocmem.hijack.counterfact import CounterFactSelection
 from assocmem.hijack.schemes import scheme_names
 from assocmem.hijack.scoring import Batching
@@ -141,7 +142,7 @@ def run_diagnose(config: DiagnoseConfig, out_dir: str | Path | None = None,
     from assocmem.models.llm import as_lm
 
     t0 = time.perf_counter()
-    loaded, records = config.selection.load()
+    loaded, records = load_selection(config.selection)
     lm = as_lm(lm) if lm is not None else config.lm.load()
     D.find_parts(lm.model)  # fail on an unknown layout before any work
     t_load = time.perf_counter()

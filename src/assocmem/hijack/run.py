@@ -37,7 +37,7 @@ from assocmem.config import (Composed, as_tuple, check_int_range, flat_dict, fla
 from assocmem.errors import ConfigError
 from assocmem.hijack import distributed as D
 from assocmem.hijack.counterfact import BadRecord, CounterFactSelection, Record
-from assocmem.hijack.controls import with_mismatched_targets
+from assocmem.hijack.controls import load_selection, with_mismatched_targets
 from assocmem.hijack.metrics import KNOWN_RULES, decide, directions, known, rates
 from assocmem.hijack.schemes import Scheme, get_scheme, prompt_parts, scheme_names, sentence
 from assocmem.hijack.scoring import (Batching, ScoringConfig, collect, collect_ranks, encode_pairs, plan_requests,
@@ -275,12 +275,12 @@ class HijackResult:
 
 def selected_records(config: HijackConfig, records: Sequence[Record] | None = None) -> tuple[list[Record], list[dict]]:
     """(the records `config` scores, those its file left out as skipped entries): `config.data`'s selection, or
-    `records` as given; each with its mismatched controls' target, chosen from the whole file (`load`) or from
-    `records`."""
+    `records` as given; each with its mismatched controls' target, chosen from the whole file (`load_selection`)
+    or from `records`."""
     if records is not None:
         records = list(records)
         return with_mismatched_targets(records, records), []
-    loaded, chosen = config.data.load()
+    loaded, chosen = load_selection(config.data)
     skipped = [{"case_id": c, "scheme": None, "reason": r, "kind": k} for c, r, k in _kinds(loaded.skipped)]
     return chosen, skipped
 
