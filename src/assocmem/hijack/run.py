@@ -631,8 +631,8 @@ def _check_out_dir(config: HijackConfig, out: Path, lm: LoadedLM) -> tuple[str |
         if not old_prints:
             return (f"out={str(out)!r} holds a run that recorded no fingerprints (an older assocmem): its rows "
                     "cannot be checked against this data, model and code; use a new `out`"), prints
-        old = {k: v for k, v in flat_dict_of(old).items() if k not in _RESUMABLE}
-        new = {k: v for k, v in flat_dict(config).items() if k not in _RESUMABLE}
+        old = _computed(flat_dict_of(old))
+        new = _computed(flat_dict(config))
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             return (f"out={str(out)!r} holds a run with a different config ({', '.join(diff)}); "
@@ -645,6 +645,11 @@ def _check_out_dir(config: HijackConfig, out: Path, lm: LoadedLM) -> tuple[str |
             if key in old_prints["model"]:
                 prints["model"][key] = old_prints["model"][key]
     return None, prints
+
+
+def _computed(leaves: dict) -> dict:
+    """The leaves of a config that change what a run computes (all but `_RESUMABLE`)."""
+    return {k: v for k, v in leaves.items() if k not in _RESUMABLE}
 
 
 def rows_code() -> str:
@@ -688,8 +693,8 @@ def _finished_summary(config: HijackConfig, out: Path, progress: bool, plot: boo
 
     try:
         summary = read_json(out / "summary.json")
-        config_now = {k: v for k, v in flat_dict(config).items() if k not in _RESUMABLE}
-        config_then = {k: v for k, v in flat_dict_of(summary["config"]).items() if k not in _RESUMABLE}
+        config_now = _computed(flat_dict(config))
+        config_then = _computed(flat_dict_of(summary["config"]))
         recorded = read_json(out / "config.json").get("fingerprints")
         rows = pq.read_metadata(out / "rows.parquet").num_rows
         chunks = sorted((out / "chunks").glob("chunk-*.parquet"))
