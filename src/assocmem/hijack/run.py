@@ -108,6 +108,16 @@ def work_items(pairs, max_n: int) -> list[WorkItem]:
     return items
 
 
+def _chunk_items(records: list[Record], pairs, config: HijackConfig) -> list[list[WorkItem]]:
+    """The work items of `pairs` (`work_items`) per chunk of `config.chunk_size` consecutive records (a chunk
+    whose records have no valid pair is empty)."""
+    chunk_of = {r.case_id: i // config.chunk_size for i, r in enumerate(records)}
+    out: list[list[WorkItem]] = [[] for _ in range((len(records) + config.chunk_size - 1) // config.chunk_size)]
+    for item in work_items(pairs, config.max_n):
+        out[chunk_of[item.record.case_id]].append(item)
+    return out
+
+
 def plan_items(tokenizer, items: list[WorkItem], mode: str):
     """The scoring plan of `items`: one packing group per (record, scheme), sharing its distractors."""
     return plan_requests(tokenizer, [it.prompt for it in items], [it.record.target_true for it in items],
@@ -164,11 +174,8 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
         write_json(out / "config.json", {**to_dict(config), "fingerprints": prints})
 
     chunk_dir = out / "chunks"
-    n_chunks = (len(records) + config.chunk_size - 1) // config.chunk_size
-    chunk_ids = {r.case_id: i // config.chunk_size for i, r in enumerate(records)}
-    items_by_chunk: list[list[WorkItem]] = [[] for _ in range(n_chunks)]
-    for item in work_items(pairs, config.max_n):
-        items_by_chunk[chunk_ids[item.record.case_id]].append(item)
+    items_by_chunk = _chunk_items(records, pairs, config)
+    n_chunks = len(items_by_chunk)
     recomputed: list[str] = []
     if ctx.is_main:
         pending = [c for c in range(n_chunks) if not _chunk_ok(chunk_dir, c, len(items_by_chunk[c]), recomputed)]
@@ -297,20 +304,17 @@ def score_hijack(lm: LoadedLM, config: HijackConfig, records: Sequence[Record] |
     records, skipped = selected_records(config, records)
     records = check_targets(lm.tokenizer, records, config.scoring.mode, config.data.skip_bad, skipped)
     pairs = _valid_pairs(records, config.scheme_objects, config.data.skip_bad, skipped)
-    chunk_of = {r.case_id: i // config.chunk_size for i, r in enumerate(records)}
-    by_chunk: dict[int, list[WorkItem]] = {}
-    for item in work_items(pairs, config.max_n):
-        by_chunk.setdefault(chunk_of[item.record.case_id], []).append(item)
+    by_chunk = [items for items in _chunk_items(records, pairs, config) if items]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(map(len, by_chunk.values())), desc=f"hijack {lm.name}", unit="prompt")
+        bar = tqdm(total=sum(map(len, by_chunk)), desc=f"hijack {lm.name}", unit="prompt")
     frames, stats = [], PackingStats()
-    for c in sorted(by_chunk):
-        plan = plan_items(lm.tokenizer, by_chunk[c], config.scoring.planning_mode)
-        counter = _PromptCounter(bar, len(by_chunk[c]), len(plan.requests)) if bar else None
-        rows, chunk_stats = _score_chunk(lm, by_chunk[c], plan, config, D.DistContext(), counter)
+    for items in by_chunk:
+        plan = plan_items(lm.tokenizer, items, config.scoring.planning_mode)
+        counter = _PromptCounter(bar, len(items), len(plan.requests)) if bar else None
+        rows, chunk_stats = _score_chunk(lm, items, plan, config, D.DistContext(), counter)
         frames.append(rows)
         stats.add(chunk_stats)
         if counter is not None:
