@@ -198,6 +198,13 @@ def test_a_record_repeating_another_records_prompt_is_skipped_and_the_others_kee
     assert key(data) == key(alone)
 
 
+def test_records_the_scheme_cannot_build_all_skipped_give_no_items_not_a_crash(tiny_lms, counterfact_small):
+    manufacturers = [r for r in load_counterfact(counterfact_small, skip_bad=True).records if r.relation_id == "P176"]
+    data = M.build_items(tiny_lms["llama"].tokenizer, manufacturers, "associated", (1, 3))
+    assert data.items == [] and data.requests == [] and len(data.skipped) == len(manufacturers) == 3
+    assert all("associated" in reason for _, reason in data.skipped)
+
+
 def data_ids(data, it):
     return tuple(data.requests[it.request])
 

@@ -112,6 +112,19 @@ def test_skip_bad_counts_records_without_associations(tmp_path):
     assert {i["case_id"] for i in summary["skipped"]["items"]} == {2764, 6258, 16797}
 
 
+def test_chunks_whose_records_are_all_skipped_are_finished_empty_and_resumed(tmp_path):
+    # chunk_size=1 with the associated scheme alone: the three P176 records' chunks hold no work item.
+    config = _config(schemes=("associated",), skip_bad=True, chunk_size=1, max_n=1)
+    first = run_hijack(config, tmp_path, progress=False, plot=False)
+    rows = first.rows
+    assert len(rows) == 21 * 2 and set(rows.columns) == set(COLUMNS)
+    assert not {2764, 6258, 16797} & set(rows["case_id"])
+    in_memory = run_mod.score_hijack(config.lm.load(), config).rows
+    pd.testing.assert_frame_equal(rows, in_memory)
+    again = run_hijack(config, tmp_path, progress=False, plot=False)  # every chunk, empty ones too, is finished
+    assert again.summary == first.summary
+
+
 def test_template_scheme_and_relations_filter(tmp_path):
     summary = run_hijack(_config(schemes=(), template="{subject} has nothing to do with {target_false}.",
                                  relations=("P190",), max_n=1), tmp_path, progress=False, plot=False).summary

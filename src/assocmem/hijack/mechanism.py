@@ -180,11 +180,13 @@ def build_items(tokenizer, records, scheme_name: str, ns: Sequence[int], templat
             skipped.append((bad.case_id, bad.reason))
             continue
         kept.append((rec, parts))
+    if not kept:    # nothing to plan (the planner and the tokenizer take no empty batch)
+        return Items([], [], [], [], skipped)
     flat = [(rec, n, shared, prompt) for rec, parts in kept for n, (shared, prompt) in zip(all_ns, parts)]
     plan = plan_requests(tokenizer, [f[3] for f in flat], [f[0].target_true for f in flat],
                          [f[0].target_false for f in flat], groups=[f[0].case_id for f in flat],
                          shared=[f[2] for f in flat])
-    n_prefix = plan.expected[0] if flat else 0   # n = 0 comes first: expected = the special prefix
+    n_prefix = plan.expected[0]   # n = 0 comes first: expected = the special prefix
     # the subject's characters: the prompt ends with the record's own filled prompt
     at = [len(p) - len(rec.filled_prompt) + rec.prompt.index("{}") for rec, _, _, p in flat]
     subjects = subject_spans(tokenizer, [p.rstrip() for *_, p in flat],

@@ -182,6 +182,13 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
     else:
         pending = None
     pending = D.broadcast_object(ctx, pending)
+    # A chunk whose records have no valid pair (e.g. one scheme, its records skipped) is finished at once:
+    # there is nothing to tokenise or score, and an empty plan is not something the planner takes.
+    for c in [c for c in pending if not items_by_chunk[c]]:
+        if ctx.is_main:
+            write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), PackingStats().as_dict())
+            write_parquet(_chunk_path(chunk_dir, c), _empty_rows())
+        pending.remove(c)
 
     bar = None
     if progress:
@@ -209,7 +216,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
 
     summary, rows = None, None
     if ctx.is_main:
-        frames = [pd.read_parquet(_chunk_path(chunk_dir, c)) for c in range(n_chunks)]
+        frames = [pd.read_parquet(_chunk_path(chunk_dir, c)) for c in range(n_chunks) if items_by_chunk[c]]
         rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
         write_parquet(out / "rows.parquet", rows)
         summary = summarise(rows, config, lm.name, len(records), skipped)
