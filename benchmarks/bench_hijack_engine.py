@@ -17,8 +17,9 @@ scores the same requests of that plan in first-token mode:
 Reported: prompts/s per method (best of --repeats, interleaved), the ratios new/plain and new/old,
 tokens fed, same decisions and max |Δ logp| between methods, and the full study (21,919 records ×
 2 schemes × n = 0..10 = 482,218 prompts) projected from the new engine's rate. --arch picks a
-randomly initialised Gemma 3 text model (no weights needed): `gemma3-270m` or `gemma3-2.6b`
-(hidden 2304, 26 layers, 8 heads, 4 KV heads, head_dim 256, vocab 262,144).
+randomly initialised model (no weights needed): `gemma3-270m`, `gemma3-2.6b` (hidden 2304, 26 layers,
+8 heads, 4 KV heads, head_dim 256, vocab 262,144) or `llama2-6.9b` (LLaMA-2-7B's body, the
+--tokenizer's vocabulary).
 """
 
 from __future__ import annotations
@@ -53,21 +54,33 @@ ARCHS = {
                         num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256, sliding_window=512),
     "gemma3-2.6b": dict(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
                         num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, sliding_window=4096),
+    # LLaMA-2-7B's body (the paper's largest model); its vocabulary is the tokenizer's (no LLaMA tokenizer offline)
+    "llama2-6.9b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                        num_key_value_heads=32),
 }
 
 
-def random_gemma(arch: str, device: str, dtype: torch.dtype, tokenizer_dir: str | None) -> LoadedLM:
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+def random_model(arch: str, device: str, dtype: torch.dtype, tokenizer_dir: str | None) -> LoadedLM:
+    """A randomly initialised text model of `arch`'s shape (seed 0) with the tokenizer of `tokenizer_dir`
+    (default: the bundled Gemma's); a Gemma 3 shape keeps Gemma's 262,144-token vocabulary, the LLaMA
+    shape takes the tokenizer's size."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
     source = tokenizer_dir or str(cache_root() / "models" / "gemma3-270m")
     if not (Path(source) / "tokenizer.json").is_file():
-        raise SystemExit("--arch needs the Gemma tokenizer: pass --tokenizer DIR, or load gemma3-270m once")
+        raise SystemExit("--arch needs a tokenizer: pass --tokenizer DIR, or load gemma3-270m once")
     tokenizer = AutoTokenizer.from_pretrained(source)
-    config = Gemma3TextConfig(vocab_size=262144, max_position_embeddings=32768, rope_theta=1_000_000.0,
-                              **ARCHS[arch])
+    if arch.startswith("gemma3"):
+        config = Gemma3TextConfig(vocab_size=262144, max_position_embeddings=32768, rope_theta=1_000_000.0,
+                                  **ARCHS[arch])
+        cls = Gemma3ForCausalLM
+    else:
+        config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, **ARCHS[arch])
+        cls = LlamaForCausalLM
     with torch.random.fork_rng(devices=[]), torch.device(device):   # initialised on the device: fast, no host copy
         torch.manual_seed(0)
-        model = Gemma3ForCausalLM(config).to(dtype=dtype)
+        model = cls(config).to(dtype=dtype)
     model.eval()
     return LoadedLM(model, tokenizer, f"{arch}-random-init")
 
@@ -87,7 +100,7 @@ def sync():
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="gemma3-270m")
-    ap.add_argument("--arch", choices=sorted(ARCHS), default=None, help="a random-init Gemma 3 text model instead")
+    ap.add_argument("--arch", choices=sorted(ARCHS), default=None, help="a random-init model of this shape instead")
     ap.add_argument("--tokenizer", default=None)
     ap.add_argument("--counterfact", default=DEFAULT_CF)
     ap.add_argument("--per-relation", type=int, default=2)
@@ -106,7 +119,7 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="append a row to benchmarks/RESULTS.md")
     args = ap.parse_args()
     if args.arch:
-        lm = random_gemma(args.arch, args.device, resolve_dtype(args.dtype), args.tokenizer)
+        lm = random_model(args.arch, args.device, resolve_dtype(args.dtype), args.tokenizer)
     else:
         lm = load_causal_lm(args.model, device=args.device, dtype=args.dtype)
     if args.backend:

@@ -52,6 +52,8 @@ def worker(args) -> dict:
     from assocmem.runtime import resolve_device
 
     device = resolve_device(args.device)
+    if args.tf32:     # TensorFloat-32 matmuls: the trainer's own precision is full float32
+        torch.set_float32_matmul_precision("high")
     if args.threads:
         torch.set_num_threads(args.threads)
     extra = {"capture": args.arm == "graph"} if "capture" in inspect.signature(train_models).parameters else {}
@@ -86,7 +88,7 @@ def run_arm(src: Path, arm: str, args, weights_out: Path | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--arm", arm, "--device", args.device, "--steps", str(args.steps),
            "--m", str(args.m), "--L", str(args.L), "--d", str(args.d), "--E", str(args.E),
            "--batch-size", str(args.batch_size)] + (["--weights-out", str(weights_out)] if weights_out else []) \
-        + (["--threads", str(args.threads)] if args.threads else [])
+        + (["--threads", str(args.threads)] if args.threads else []) + (["--tf32"] if args.tf32 else [])
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (a shared CPU: 1, and read CPU time)")
     ap.add_argument("--baseline-ref", default="5af4dd5", help="git ref of the old code")
     ap.add_argument("--baseline-src", type=Path, default=None, help="the old code's src folder (instead of a ref)")
+    ap.add_argument("--arms", nargs="+", default=["old", "eager", "graph"], choices=["old", "eager", "graph"])
+    ap.add_argument("--tf32", action="store_true", help="every arm with TensorFloat-32 matmuls (not the trainer's own "
+                                                          "float32): what the tensor cores would buy")
     ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
     ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -115,26 +120,28 @@ def main(argv: list[str] | None = None) -> int:
     arms = {}
     with tempfile.TemporaryDirectory() as tmp:
         old_src = args.baseline_src
-        if old_src is None:
+        if old_src is None and "old" in args.arms:
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", f"{tmp}/old", args.baseline_ref],
                            check=True)
             old_src = Path(tmp) / "old" / "src"
         try:
-            arms["old"] = run_arm(old_src, "old", args)
-            arms["eager"] = run_arm(REPO / "src", "eager", args, Path(tmp) / "eager.pt")
-            if args.device.startswith("cuda"):
+            if "old" in args.arms:
+                arms["old"] = run_arm(old_src, "old", args)
+            if "eager" in args.arms:
+                arms["eager"] = run_arm(REPO / "src", "eager", args, Path(tmp) / "eager.pt")
+            if "graph" in args.arms and args.device.startswith("cuda"):
                 arms["graph"] = run_arm(REPO / "src", "graph", args, Path(tmp) / "graph.pt")
         finally:
-            if args.baseline_src is None:
+            if args.baseline_src is None and "old" in args.arms:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", f"{tmp}/old"], check=True)
         diff = None
-        if "graph" in arms:
+        if "graph" in arms and "eager" in arms:
             import torch
 
             a, b = torch.load(Path(tmp) / "eager.pt"), torch.load(Path(tmp) / "graph.pt")
             diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     res = {"date": datetime.date.today().isoformat(), "device": args.device, "shape": [args.m, args.L, args.d, args.E,
-           args.batch_size], "arms": arms, "eager_vs_graph_max_weight_diff": diff}
+           args.batch_size], "tf32": args.tf32, "arms": arms, "eager_vs_graph_max_weight_diff": diff}
     line = ", ".join(f"{k} {v['ms_per_step']:.2f} ms/step ({v['cpu_ms_per_step']:.2f} ms CPU)" for k, v in arms.items())
     print(f"m={args.m} L={args.L} d={args.d} E={args.E} B={args.batch_size} on {args.device}: {line}"
           + (f"; eager vs graph max |weight diff| {diff:.1e}" if diff is not None else ""))
@@ -147,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         ms = {k: v["ms_per_step"] for k, v in arms.items()}
         command = "`python benchmarks/bench_lca_step.py " + " ".join((argv if argv is not None else sys.argv[1:])) + "`"
         row = (f"| {res['date']} | {_device_name(args.device)} | {args.m}, {args.L}, {args.d}, {args.E}, "
-               f"{args.batch_size} | {ms['old']:.2f} | {ms['eager']:.2f} | {ms.get('graph', float('nan')):.2f} | "
-               + (f"{ms['old'] / ms['graph']:.1f}×" if "graph" in ms else "—")
+               f"{args.batch_size}{' (TF32)' if args.tf32 else ''} | "
+               + " | ".join(f"{ms[a]:.2f}" if a in ms else "—" for a in ("old", "eager", "graph")) + " | "
+               + (f"{ms['old'] / ms['graph']:.1f}×" if {"old", "graph"} <= ms.keys() else "—")
                + f" | {'—' if diff is None else f'{diff:.1e}'} | {command} |")
         append_row(SECTION, "Time per optimizer step of E models of one shape (sampling, forward, backward, AdamW), "
                    "old trainer vs this one, eager and captured as a CUDA graph; (T(steps) − T(steps/10)) / (0.9 "

@@ -7,6 +7,7 @@ import assocmem.hijack.run as run_mod
 from assocmem.errors import ConfigError
 from assocmem.hijack.counterfact import BadRecord
 from assocmem.hijack.run import HijackConfig, run_hijack
+from assocmem.io import read_json
 
 FIXTURE = str(Path(__file__).resolve().parent.parent / "fixtures" / "counterfact_small.json")
 COLUMNS = ["case_id", "relation_id", "subject", "target_true", "target_false", "target_mismatched", "scheme", "n",
@@ -90,6 +91,12 @@ def test_resume_after_interrupt_recomputes_nothing_finished(tmp_path, monkeypatc
     pd.testing.assert_frame_equal(whole.drop(columns=["logp_true", "logp_false"]),
                                   resumed.drop(columns=["logp_true", "logp_false"]))
     assert ((whole[["logp_true", "logp_false"]] - resumed[["logp_true", "logp_false"]]).abs() < 1e-4).all().all()
+
+    timing = read_json(tmp_path / "resumed" / "timing.json")        # the resuming invocation's own time
+    assert (timing["chunks_resumed"], timing["chunks_scored"]) == (2, 3)
+    assert timing["prompts_scored"] == len(resumed) - sum(len(pd.read_parquet(p)) for p in done)
+    assert 0 < timing["engine_s"] <= timing["loop_s"] and 0 < timing["loop_share_of_engine_rate"] <= 1
+    assert timing["process_to_first_forward_s"] >= timing["process_to_run_s"] + timing["checks_s"]
 
     calls.clear()
     run_hijack(cfg, tmp_path / "resumed", progress=False, plot=False)

@@ -21,12 +21,15 @@ Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make re
     summary.json          shares with 95% CIs per scheme × n and per relation × scheme × n, each
                           scheme's direction, skipped records with reasons
     rates.png             share vs n per scheme (Fig. 2 style)
+    timing.json           where this invocation's time went (checks, loading, the first forward, the scoring
+                          loop against the engine's own share of it, writing); `RunTiming`
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -148,8 +151,61 @@ def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True,
         D.shutdown(ctx)
 
 
+@dataclass
+class RunTiming:
+    """Seconds of one `run_hijack` invocation, written as timing.json. The scoring loop runs from the first
+    forward to the last chunk written; `engine_s` is the part of it inside the engine (`score_plan`, which
+    ends in its one host synchronisation), so `engine_s / loop_s` is the loop's rate as a share of the
+    engine's own rate measured in the same run: what remains is the GPU waiting for the host (plans,
+    rows, files)."""
+
+    process_to_run_s: float | None = None     # interpreter start to run_hijack (imports), None off Linux
+    checks_s: float = 0.0                     # fingerprints of data, model and code, the folder's state
+    load_s: float = 0.0                       # the model's weights onto the device
+    targets_s: float = 0.0                    # CounterFact, target checks, work items, finished chunks
+    first_plan_s: float = 0.0                 # waiting for the first chunk's plan
+    process_to_first_forward_s: float | None = None
+    loop_s: float = 0.0
+    engine_s: float = 0.0
+    finish_s: float = 0.0                     # rows.parquet, summary.json, rates.png
+    prompts_scored: int = 0
+    chunks_scored: int = 0
+    chunks_resumed: int = 0
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        if self.loop_s > 0:
+            out |= {"loop_prompts_per_s": self.prompts_scored / self.loop_s,
+                    "engine_prompts_per_s": self.prompts_scored / self.engine_s if self.engine_s else None,
+                    "loop_share_of_engine_rate": self.engine_s / self.loop_s}
+        return out
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc), None where that cannot be read."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])   # field 22, starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.DistContext,
          plot: bool) -> tuple[dict, pd.DataFrame | None]:
+    timing, age, mark = RunTiming(), process_age(), time.perf_counter()
+    timing.process_to_run_s, t0 = age, mark
+
+    def lap() -> float:
+        nonlocal mark
+        now, before = time.perf_counter(), mark
+        mark = now
+        return now - before
+
     error, prints = (_check_out_dir(config, out, lm) if ctx.is_main else (None, None))
     error, prints = D.broadcast_object(ctx, (error, prints))
     if error:
@@ -159,9 +215,12 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
     if finished is not None:
         return finished, None
 
+    timing.checks_s = lap()
     records, skipped = selected_records(config)
+    timing.targets_s = lap()
     if lm is None:
         lm = config.lm.load(device=D.device_for_rank(config.lm.device, ctx))
+        timing.load_s = lap()
     if ctx.is_main:
         error = _check_loaded(out, prints, lm)
     error = D.broadcast_object(ctx, error if ctx.is_main else None)
@@ -182,6 +241,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
     else:
         pending = None
     pending = D.broadcast_object(ctx, pending)
+    timing.chunks_resumed = n_chunks - len(pending)
     # A chunk whose records have no valid pair (e.g. one scheme, its records skipped) is finished at once:
     # there is nothing to tokenise or score, and an empty plan is not something the planner takes.
     for c in [c for c in pending if not items_by_chunk[c]]:
@@ -199,10 +259,14 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
             print(f"resuming {out}: {len(done)} of {n_chunks} chunks ({sum(len(items_by_chunk[c]) for c in done)} "
                   f"prompts) finished earlier; scoring the other {len(pending)}", file=sys.stderr)
         bar = tqdm(total=sum(len(items_by_chunk[c]) for c in pending), desc=f"hijack {lm.name}", unit="prompt")
+    timing.targets_s += lap()
     for c, plan in _chunk_plans(lm.tokenizer, items_by_chunk, pending, config.scoring.planning_mode,
                                 _plan_in_background(lm)):
+        if not timing.chunks_scored:
+            timing.first_plan_s = lap()
+            timing.process_to_first_forward_s = None if age is None else age + (mark - t0)
         counter = _PromptCounter(bar, len(items_by_chunk[c]), len(plan.requests) // ctx.world_size) if bar else None
-        rows, stats = _score_chunk(lm, items_by_chunk[c], plan, config, ctx, counter)
+        rows, stats = _score_chunk(lm, items_by_chunk[c], plan, config, ctx, counter, timing)
         _kill_point("scored")
         if ctx.is_main:  # the stats first: the parquet marks the chunk as done
             write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
@@ -211,8 +275,11 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
             _kill_point("written")
         if counter is not None:
             counter.finish()
+        timing.chunks_scored += 1
+        timing.prompts_scored += len(items_by_chunk[c])
     if bar is not None:
         bar.close()
+    timing.loop_s = lap() if timing.chunks_scored else 0.0
 
     summary, rows = None, None
     if ctx.is_main:
@@ -228,6 +295,8 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
         write_json(out / "summary.json", summary)
         if plot and len(rows):
             _plot(summary, out)
+        timing.finish_s = lap()
+        write_json(out / "timing.json", timing.as_dict())
     return D.broadcast_object(ctx, summary), rows
 
 
@@ -464,19 +533,24 @@ def _chunk_plans(tokenizer, items_by_chunk: list[list[WorkItem]], pending: list[
                              initargs=(tokenizer,)) as pool:
         coming = {}
         for i, c in enumerate(pending):
-            for ahead in pending[i:i + workers + 1]:
+            for ahead in pending[max(i, 1):i + workers + 1]:
                 if ahead not in coming:
                     coming[ahead] = pool.submit(_plan_in_worker, items_by_chunk[ahead], mode)
-            yield c, coming.pop(c).result()
+            # The first chunk is planned here while the workers start (a spawned worker imports transformers
+            # and unpickles the tokenizer first: seconds before the first forward could begin).
+            yield c, (plan_items(tokenizer, items_by_chunk[c], mode) if i == 0 else coming.pop(c).result())
 
 
 def _score_chunk(lm: LoadedLM, items: list[WorkItem], plan, config: HijackConfig, ctx: D.DistContext,
-                 bar=None) -> tuple[pd.DataFrame | None, PackingStats]:
+                 bar=None, timing: RunTiming | None = None) -> tuple[pd.DataFrame | None, PackingStats]:
     """Score one chunk (this rank's share) from its plan; on rank 0 return its rows and every rank's
-    packing counts summed, elsewhere (None, this rank's counts)."""
+    packing counts summed, elsewhere (None, this rank's counts). `timing.engine_s` gets the engine's time."""
     stats = PackingStats()
+    start = time.perf_counter()
     mine = score_plan(lm, plan, batch_tokens=config.batching.batch_tokens, row_tokens=config.batching.row_tokens, shard=ctx.shard,
                       bar=bar, stats=stats)
+    if timing is not None:
+        timing.engine_s += time.perf_counter() - start
     parts = D.gather_objects(ctx, (mine, stats))
     if not ctx.is_main:
         return None, stats
