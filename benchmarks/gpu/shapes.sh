@@ -9,6 +9,7 @@
 #   3. the engine alone (bench_hijack_engine.py --methods new) on the same machine.
 # First, c4's largest training step (m = 8, L = 64, d = 2048, 20 models) in float32 and in TF32.
 # Started with setsid; collect.sh-style waiting: `bash benchmarks/gpu/shapes.sh wait SECONDS`.
+# SHAPES="gemma3-2.6b:gemma3-270m" LCA=0 bash benchmarks/gpu/shapes.sh: one shape (arch:tokenizer), no LCA step.
 source "$(dirname "$0")/env.sh"
 OUT=${OUT:-$W/out}
 if [ "$1" = wait ]; then
@@ -25,13 +26,13 @@ mkdir -p $W/tok && tar xzf .gpu/tok/tokenizers.tgz -C $W/tok
 step() { echo "== $1 $(date +%T)"; }
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 {
-for prec in "" "--tf32"; do
+[ "${LCA:-1}" = 1 ] && for prec in "" "--tf32"; do
   step "lca step d=2048 $prec"
   py benchmarks/bench_lca_step.py --device cuda --m 8 --L 64 --d 2048 --E 20 --steps 200 --arms eager graph $prec \
     --no-record --out $B/lca-d2048${prec#--}.json
 done
-for shape in "gemma3-2.6b gemma3-270m" "llama2-6.9b smollm2-135m"; do
-  set -- $shape; arch=$1; tok=$W/tok/$2; ck=$W/ckpt-$arch
+for shape in ${SHAPES:-gemma3-2.6b:gemma3-270m llama2-6.9b:smollm2-135m}; do
+  arch=${shape%%:*}; tok=$W/tok/${shape#*:}; ck=$W/ckpt-$arch
   step "$arch checkpoint"
   py benchmarks/random_checkpoint.py --arch $arch --tokenizer $tok --dtype bfloat16 --device cuda --out $ck
   step "$arch whole file"; s=$(date +%s%N)

@@ -503,13 +503,24 @@ def _plan_in_background(lm) -> int:
 _PLANNER: dict = {}
 
 
-def _start_planner(tokenizer) -> None:
-    """A planning process's initializer: its own tokenizer, single-threaded (the processes are the
-    parallelism; each tokenizer's own thread pool would only oversubscribe the cores)."""
+def _start_planner(tokenizer_file: str) -> None:
+    """A planning process's initializer: its own copy of the tokenizer (unpickled from a file, not sent
+    through the pipe that starts the process: the parent would block on each worker's imports, 4 s each
+    on the GPU machine), single-threaded (the processes are the parallelism; each tokenizer's own thread
+    pool would only oversubscribe the cores)."""
     import os
+    import pickle
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _PLANNER["tokenizer"] = tokenizer
+    with open(tokenizer_file, "rb") as f:
+        _PLANNER["tokenizer"] = pickle.load(f)
+
+
+def _pickled(obj, path: Path) -> str:
+    import pickle
+
+    path.write_bytes(pickle.dumps(obj))
+    return str(path)
 
 
 def _plan_in_worker(items: list[WorkItem], mode: str):
@@ -526,11 +537,13 @@ def _chunk_plans(tokenizer, items_by_chunk: list[list[WorkItem]], pending: list[
             yield c, plan_items(tokenizer, items_by_chunk[c], mode)
         return
     import multiprocessing as mp
+    import tempfile
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the parent holds a CUDA context and the tokenizers' threads.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_start_planner,
-                             initargs=(tokenizer,)) as pool:
+    with tempfile.TemporaryDirectory(prefix="assocmem-planner-") as tmp, ProcessPoolExecutor(
+            max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_start_planner,
+            initargs=(_pickled(tokenizer, Path(tmp) / "tokenizer.pkl"),)) as pool:
         coming = {}
         for i, c in enumerate(pending):
             for ahead in pending[max(i, 1):i + workers + 1]:

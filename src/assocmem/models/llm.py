@@ -250,6 +250,8 @@ def _from_pretrained(source, name, torch_dtype, dev, device_map, trust_remote_co
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kw = {"trust_remote_code": trust_remote_code}
+    # Not device_map=<the one GPU> to skip the copy from the CPU: with it, transformers 5.25 (with the
+    # `kernels` package installed) fetches hub kernels for the rotary embedding, which fails offline.
     placement = {"device_map": device_map, **({"max_memory": max_memory} if max_memory else {})}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kw)
