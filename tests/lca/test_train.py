@@ -54,14 +54,16 @@ def test_sampler_model_alone_draws_the_same_batches_as_sample_batch():
         Sampler([LCAConfig(m=3, L=4), LCAConfig(m=3, L=5)], "cpu")
 
 
-def test_batched_adamw_equals_torch_adamw_per_model():
+@pytest.mark.parametrize("fused", [False, True])    # the GPU's form (torch's fused kernel) runs on the CPU too
+def test_batched_adamw_equals_torch_adamw_per_model(fused):
     g = torch.Generator().manual_seed(0)
     start = torch.randn(3, 4, 5, generator=g)
     grads = [torch.randn(3, 4, 5, generator=g) for _ in range(5)]
     lrs = [0.01, 0.003, 0.1]
     ours = start.clone().requires_grad_()
     factors = torch.arange(1, 6, dtype=torch.float64) / 5
-    opt = BatchedAdamW([ours], lr=torch.tensor(lrs), weight_decay=0.05, betas=(0.9, 0.99), lr_factors=factors)
+    opt = BatchedAdamW([ours], lr=torch.tensor(lrs), weight_decay=0.05, betas=(0.9, 0.99), lr_factors=factors,
+                       fused=fused)
     ref = [start[e].clone().requires_grad_() for e in range(3)]
     ref_opts = [torch.optim.AdamW([p], lr=lr, weight_decay=0.05, betas=(0.9, 0.99)) for p, lr in zip(ref, lrs)]
     for step, grad in enumerate(grads, start=1):
@@ -197,16 +199,38 @@ def test_arms_with_different_switches_and_inits_train_as_one_batch_and_equal_eac
     assert not torch.equal(results[0].weights["W_V"], OneLayerTransformer.from_seeds(9, specs[0].model, [0]).W_V)
 
 
-def test_batched_adamw_leaves_a_frozen_models_entries_exactly():
+@pytest.mark.parametrize("fused", [False, True])
+def test_batched_adamw_leaves_a_frozen_models_entries_exactly(fused):
     g = torch.Generator().manual_seed(1)
     start = torch.randn(2, 3, 3, generator=g)
     p = start.clone().requires_grad_()
-    opt = BatchedAdamW([p], lr=torch.tensor([0.1, 0.1]), trainable=[torch.tensor([True, False])])
+    opt = BatchedAdamW([p], lr=torch.tensor([0.1, 0.1]), trainable=[torch.tensor([True, False])], fused=fused)
     for _ in range(3):
         p.grad = torch.randn(2, 3, 3, generator=g)
         opt.step()
     assert torch.equal(p.detach()[1], start[1]) and not torch.equal(p.detach()[0], start[0])
     assert float(opt.t) == 3.0  # the step count lives on the device
+
+
+def test_fused_and_elementwise_adamw_agree_over_many_steps_with_mixed_rates_and_frozen_slices():
+    g = torch.Generator().manual_seed(3)
+    starts = [torch.randn(4, 8, 6, generator=g), torch.randn(4, 5, generator=g)]
+    grads = [[torch.randn(4, 8, 6, generator=g), torch.randn(4, 5, generator=g)] for _ in range(50)]
+    masks = [torch.tensor([True, True, False, True]), torch.tensor([True, False, True, True])]
+    out = {}
+    for fused in (False, True):
+        ps = [s.clone().requires_grad_() for s in starts]
+        opt = BatchedAdamW(ps, lr=torch.tensor([0.01, 0.001, 0.01, 0.001]), weight_decay=0.1, betas=(0.9, 0.99),
+                           trainable=masks, lr_factors=torch.linspace(0.1, 1, 50, dtype=torch.float64), fused=fused)
+        for step in grads:
+            for p, grad in zip(ps, step):
+                p.grad = grad.clone()
+            opt.step()
+        out[fused] = [p.detach() for p in ps]
+    for a, b, start, mask in zip(out[False], out[True], starts, masks):
+        assert (a - b).abs().max() <= 1e-6
+        for e, trains in enumerate(mask.tolist()):
+            assert torch.equal(b[e], start[e]) != trains
 
 
 def test_protocol_presets_by_name():

@@ -55,6 +55,13 @@ class BatchedAdamW:
     the models that keep that matrix frozen: their entries then stay exactly as they are (no update, no
     decay). `lr_factors` (steps,) is the schedule, read at the step count; the step count and everything
     derived from it are device tensors, so a step never waits for the host and can be captured as a graph.
+
+    `fused` (default: on a GPU) runs the update as torch's fused AdamW kernel, one call per distinct learning
+    rate over the per-model slices that train: one pass over the weights and their moments instead of the
+    ten or so of the elementwise form (the difference is all the step costs at large d: 21 ms of a
+    20-model step at d = 2048 on an H100, about 11 of them outside the matrix products). Same update, up to
+    the rounding of the fused arithmetic (tested: ≤ 1e-6 after 50 steps); the CPU keeps the elementwise form,
+    so CPU numbers stay exactly as they were.
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class BatchedAdamW:
         weight_decay: float = 0.01,
         trainable: Sequence[torch.Tensor] | None = None,
         lr_factors: torch.Tensor | None = None,
+        fused: bool | None = None,
     ) -> None:
         self.params = list(params)
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
@@ -76,6 +84,19 @@ class BatchedAdamW:
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.t = torch.zeros((), dtype=torch.float64, device=device)  # steps taken
+        self.fused = bool(self.params) and (self.params[0].is_cuda if fused is None else fused)
+        if self.fused:
+            self.groups = self._slices_by_lr(lr, masks)
+
+    def _slices_by_lr(self, lr: torch.Tensor, masks: Sequence[torch.Tensor]) -> list[tuple[float, list[tuple[int, int]]]]:
+        """Per distinct learning rate, the (parameter, model) slices it trains (a frozen slice is in none)."""
+        rates, trains = lr.tolist(), [m.tolist() for m in masks]   # once, at construction
+        groups = []
+        for rate in sorted(set(rates) - {0.0}):
+            where = [(k, e) for k in range(len(self.params)) for e, r in enumerate(rates) if r == rate and trains[k][e]]
+            if where:
+                groups.append((rate, where))
+        return groups
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -89,6 +110,9 @@ class BatchedAdamW:
         beta1, beta2 = self.betas
         index = (self.t.long() - 1).clamp(max=self.lr_factors.numel() - 1).view(1)
         factor = self.lr_factors.index_select(0, index)  # (1,) float64: this step's schedule
+        if self.fused:
+            self._fused_step(factor)
+            return
         dtype = self.params[0].dtype
         decay = (factor * self.weight_decay).to(dtype)  # lr · weight_decay, per unit lr
         step_size = (factor / (1 - torch.pow(beta1, self.t))).to(dtype)  # lr / bias correction 1, per unit lr
@@ -101,6 +125,17 @@ class BatchedAdamW:
             p.mul_(1 - lr * decay)
             denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
             p.sub_((lr * step_size) * m / denom)
+
+    def _fused_step(self, factor: torch.Tensor) -> None:
+        steps = self.t.to(torch.float32)
+        beta1, beta2 = self.betas
+        for rate, where in self.groups:
+            params = [self.params[k][e] for k, e in where]
+            grads = [self.params[k].grad[e] for k, e in where]
+            torch._fused_adamw_(params, grads, [self.exp_avg[k][e] for k, e in where],
+                                [self.exp_avg_sq[k][e] for k, e in where], [], [steps] * len(where),
+                                lr=(factor * rate).to(torch.float32), beta1=beta1, beta2=beta2,
+                                weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False)
 
 
 def stream_seed(seed: int, stream: str) -> int:
