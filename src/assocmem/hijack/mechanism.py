@@ -233,8 +233,9 @@ def restoration(margin: np.ndarray, clean: np.ndarray, hijacked: np.ndarray) -> 
 
 
 def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
-    """(mean, standard error, CI low, CI high) over records, Student t interval (scipy)."""
-    from scipy import stats
+    """(mean, standard error, CI low, CI high) over the finite values, Student t interval
+    (`metrics.t_half_width`, the one the hijacking tables use)."""
+    from assocmem.hijack.metrics import t_half_width
 
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
@@ -243,9 +244,9 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
     m = float(x.mean())
     if len(x) < 2:
         return m, math.nan, math.nan, math.nan
-    se = float(x.std(ddof=1) / math.sqrt(len(x)))
-    t = float(stats.t.ppf(0.5 + level / 2, len(x) - 1))
-    return m, se, m - t * se, m + t * se
+    sd = float(x.std(ddof=1))
+    half = float(t_half_width(sd, len(x), level))
+    return m, sd / math.sqrt(len(x)), m - half, m + half
 
 
 # ---------------------------------------------------------------------------------------------

@@ -120,16 +120,22 @@ def mean_intervals(frame: pd.DataFrame, by: Sequence[str], columns: Sequence[str
     """One line per group: `records` and, per column c, its mean `c` and the Student-t interval of the mean
     `c_lo`, `c_hi` (nan for a group of one). For per-record paired differences: a shift of log P vs n = 0,
     a scheme minus its control on the same records."""
-    from scipy.stats import t
-
     by = list(by)
     grouped = frame.groupby(by, sort=True)[list(columns)]
     mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
     out = pd.DataFrame(index=mean.index)
     out["records"] = count[columns[0]].astype("int64")
     for c in columns:
-        k = count[c].to_numpy(dtype=np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            half = t.ppf(0.5 + 0.5 * confidence, k - 1) * std[c].to_numpy() / np.sqrt(k)
+        half = t_half_width(std[c].to_numpy(), count[c].to_numpy(dtype=np.float64), confidence)
         out[c], out[f"{c}_lo"], out[f"{c}_hi"] = mean[c], mean[c] - half, mean[c] + half
     return out.reset_index()
+
+
+def t_half_width(std, count, confidence: float = 0.95):
+    """Half the width of the Student-t interval of a mean from `count` values of standard deviation `std`
+    (ddof = 1), elementwise (scipy's t quantile); nan where count < 2."""
+    from scipy.stats import t
+
+    std, count = np.asarray(std, dtype=np.float64), np.asarray(count, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return t.ppf(0.5 + 0.5 * confidence, count - 1) * std / np.sqrt(count)
