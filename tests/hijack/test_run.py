@@ -65,7 +65,7 @@ def test_rows_name_the_record_so_no_check_needs_a_join_back_to_counterfact(tmp_p
 def test_resume_after_interrupt_recomputes_nothing_finished(tmp_path, monkeypatch):
     cfg = _config()
     run_hijack(cfg, tmp_path / "whole", progress=False, plot=False)
-    real = run_mod._score_chunk
+    real = run_mod._finish_chunk     # a chunk's results read back and made into rows
     calls = []
 
     def interrupted_after_two(*args, **kw):
@@ -74,7 +74,7 @@ def test_resume_after_interrupt_recomputes_nothing_finished(tmp_path, monkeypatc
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(run_mod, "_score_chunk", interrupted_after_two)
+    monkeypatch.setattr(run_mod, "_finish_chunk", interrupted_after_two)
     with pytest.raises(KeyboardInterrupt):
         run_hijack(cfg, tmp_path / "resumed", progress=False, plot=False)
     done = sorted((tmp_path / "resumed" / "chunks").glob("chunk-*.parquet"))
@@ -82,7 +82,7 @@ def test_resume_after_interrupt_recomputes_nothing_finished(tmp_path, monkeypatc
     stamps = [p.stat().st_mtime_ns for p in done]
 
     calls.clear()
-    monkeypatch.setattr(run_mod, "_score_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(run_mod, "_finish_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     run_hijack(cfg.but(batch_tokens=40), tmp_path / "resumed", progress=False, plot=False)
     assert len(calls) == 3                                            # 5 chunks, 2 were done
     assert [p.stat().st_mtime_ns for p in done] == stamps            # finished chunks untouched
@@ -101,6 +101,29 @@ def test_resume_after_interrupt_recomputes_nothing_finished(tmp_path, monkeypatc
     calls.clear()
     run_hijack(cfg, tmp_path / "resumed", progress=False, plot=False)
     assert calls == []                                                # all done: nothing scored
+
+
+def test_the_next_chunks_forwards_are_queued_before_a_chunk_is_read_back_and_written(tmp_path, monkeypatch):
+    events = []
+    queue, finish = run_mod._queue_chunk, run_mod._finish_chunk
+
+    def queued(lm, plan, *a, **k):
+        events.append(("queue", len(plan.requests)))
+        return queue(lm, plan, *a, **k)
+
+    def finished(items, *a, **k):
+        written = len(list((tmp_path / "chunks").glob("chunk-*.parquet")))
+        events.append(("finish", written))
+        return finish(items, *a, **k)
+
+    monkeypatch.setattr(run_mod, "_queue_chunk", queued)
+    monkeypatch.setattr(run_mod, "_finish_chunk", finished)
+    rows = run_hijack(_config(), tmp_path, progress=False, plot=False).rows          # 5 chunks
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["queue", "queue", "finish", "queue", "finish", "queue", "finish", "queue", "finish", "finish"]
+    assert [n for kind, n in events if kind == "finish"] == [0, 1, 2, 3, 4]        # written in order, one by one
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(rows, run_mod.score_hijack(_config().lm.load(), _config()).rows)
 
 
 def test_a_different_config_in_the_same_folder_is_refused(tmp_path):

@@ -10,7 +10,7 @@ Run folder (ROME `evaluate.py` style: parameters, per-chunk outputs that make re
                           (data, model, code: provenance.py), written once the run's input is checked
     chunks/chunk-00000.parquet ...   rows of `chunk_size` records each, written atomically when done;
                           a re-run with the same config skips them (an interrupted run loses at most
-                          the chunk in progress)
+                          the two chunks in flight: one on the device, one being written)
     rows.parquet          all rows: case_id, relation_id, subject, target_true, target_false,
                           target_mismatched (the mismatched controls' target), scheme, n, mode,
                           logp_true, logp_false, hijacked, true_preferred, rank_true, rank_false (rank of
@@ -43,8 +43,8 @@ from assocmem.hijack.counterfact import BadRecord, CounterFactSelection, Record
 from assocmem.hijack.controls import load_selection, with_mismatched_targets
 from assocmem.hijack.metrics import KNOWN_RULES, decide, directions, known, rates
 from assocmem.hijack.schemes import Scheme, get_scheme, prompt_parts, scheme_names, sentence
-from assocmem.hijack.scoring import (Batching, ScoringConfig, collect, collect_ranks, encode_pairs, plan_requests,
-                                     score_plan)
+from assocmem.hijack.scoring import (Batching, QueuedPlan, ScoringConfig, collect, collect_ranks, encode_pairs,
+                                     plan_requests, queue_plan)
 from assocmem.io import read_json, write_json, write_parquet
 from assocmem.models.packing import PackingStats
 from assocmem.models.spec import ModelSpec
@@ -154,8 +154,8 @@ def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True,
 @dataclass
 class RunTiming:
     """Seconds of one `run_hijack` invocation, written as timing.json. The scoring loop runs from the first
-    forward to the last chunk written; `engine_s` is the part of it inside the engine (`score_plan`, which
-    ends in its one host synchronisation), so `engine_s / loop_s` is the loop's rate as a share of the
+    forward to the last chunk written; `engine_s` is the part of it the host spends in the engine (laying out
+    and queuing a chunk's forwards, then waiting to read its results back), so `engine_s / loop_s` is the loop's rate as a share of the
     engine's own rate measured in the same run: what remains is the GPU waiting for the host (plans,
     rows, files)."""
 
@@ -260,13 +260,10 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
                   f"prompts) finished earlier; scoring the other {len(pending)}", file=sys.stderr)
         bar = tqdm(total=sum(len(items_by_chunk[c]) for c in pending), desc=f"hijack {lm.name}", unit="prompt")
     timing.targets_s += lap()
-    for c, plan in _chunk_plans(lm.tokenizer, items_by_chunk, pending, config.scoring.planning_mode,
-                                _plan_in_background(lm)):
-        if not timing.chunks_scored:
-            timing.first_plan_s = lap()
-            timing.process_to_first_forward_s = None if age is None else age + (mark - t0)
-        counter = _PromptCounter(bar, len(items_by_chunk[c]), len(plan.requests) // ctx.world_size) if bar else None
-        rows, stats = _score_chunk(lm, items_by_chunk[c], plan, config, ctx, counter, timing)
+
+    def write(c: int, queued, counter) -> None:
+        """Read chunk c's results back, make its rows and write its files."""
+        rows, stats = _finish_chunk(items_by_chunk[c], queued, config, ctx, timing)
         _kill_point("scored")
         if ctx.is_main:  # the stats first: the parquet marks the chunk as done
             write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
@@ -277,6 +274,23 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
             counter.finish()
         timing.chunks_scored += 1
         timing.prompts_scored += len(items_by_chunk[c])
+
+    # Chunk c's forwards are queued before chunk c - 1 is read back and written, so the device works
+    # through c while the host makes c - 1's rows and files and lays out c + 1 (an interruption loses at
+    # most the two chunks in flight).
+    previous = None
+    for c, plan in _chunk_plans(lm.tokenizer, items_by_chunk, pending, config.scoring.planning_mode,
+                                _plan_in_background(lm)):
+        if previous is None:
+            timing.first_plan_s = lap()
+            timing.process_to_first_forward_s = None if age is None else age + (mark - t0)
+        counter = _PromptCounter(bar, len(items_by_chunk[c]), len(plan.requests) // ctx.world_size) if bar else None
+        queued = _queue_chunk(lm, plan, config, ctx, counter, timing)
+        if previous is not None:
+            write(*previous)
+        previous = (c, queued, counter)
+    if previous is not None:
+        write(*previous)
     if bar is not None:
         bar.close()
     timing.loop_s = lap() if timing.chunks_scored else 0.0
@@ -557,11 +571,29 @@ def _chunk_plans(tokenizer, items_by_chunk: list[list[WorkItem]], pending: list[
 def _score_chunk(lm: LoadedLM, items: list[WorkItem], plan, config: HijackConfig, ctx: D.DistContext,
                  bar=None, timing: RunTiming | None = None) -> tuple[pd.DataFrame | None, PackingStats]:
     """Score one chunk (this rank's share) from its plan; on rank 0 return its rows and every rank's
-    packing counts summed, elsewhere (None, this rank's counts). `timing.engine_s` gets the engine's time."""
+    packing counts summed, elsewhere (None, this rank's counts). The run folder does the two halves
+    (`_queue_chunk`, `_finish_chunk`) a chunk apart."""
+    return _finish_chunk(items, _queue_chunk(lm, plan, config, ctx, bar, timing), config, ctx, timing)
+
+
+def _queue_chunk(lm: LoadedLM, plan, config: HijackConfig, ctx: D.DistContext, bar=None,
+                 timing: RunTiming | None = None) -> tuple[QueuedPlan, PackingStats]:
+    """This rank's forwards of a chunk, queued on the device, and their packing counts."""
     stats = PackingStats()
     start = time.perf_counter()
-    mine = score_plan(lm, plan, batch_tokens=config.batching.batch_tokens, row_tokens=config.batching.row_tokens, shard=ctx.shard,
-                      bar=bar, stats=stats)
+    queued = queue_plan(lm, plan, batch_tokens=config.batching.batch_tokens, row_tokens=config.batching.row_tokens,
+                        shard=ctx.shard, bar=bar, stats=stats)
+    if timing is not None:
+        timing.engine_s += time.perf_counter() - start
+    return queued, stats
+
+
+def _finish_chunk(items: list[WorkItem], queued: tuple[QueuedPlan, PackingStats], config: HijackConfig,
+                  ctx: D.DistContext, timing: RunTiming | None = None) -> tuple[pd.DataFrame | None, PackingStats]:
+    """A queued chunk read back (the host waits for the device here) and, on rank 0, made into rows."""
+    (queued, stats), plan = queued, queued[0].plan
+    start = time.perf_counter()
+    mine = queued.result()
     if timing is not None:
         timing.engine_s += time.perf_counter() - start
     parts = D.gather_objects(ctx, (mine, stats))
@@ -754,8 +786,8 @@ def rows_code() -> str:
     """The code fingerprint of what computes a run's rows (records, prompts, scoring, decisions)."""
     from assocmem.provenance import code_fingerprint
 
-    return code_fingerprint(HijackConfig, work_items, plan_items, check_targets, _valid_pairs, _score_chunk,
-                            _empty_rows)
+    return code_fingerprint(HijackConfig, work_items, plan_items, check_targets, _valid_pairs, _queue_chunk,
+                            _finish_chunk, _empty_rows)
 
 
 def _given_model(config: HijackConfig, lm: LoadedLM, recorded: dict) -> tuple[str | None, dict]:

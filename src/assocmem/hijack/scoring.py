@@ -232,8 +232,35 @@ def score_plan(lm: LoadedLM, plan: ScoringPlan, batch_tokens: int | None = None,
     (rank 1 = the model's top-1 next token at the read position). The batches' results stay on the
     device until every batch is queued and are read back once (one host synchronisation per call, not
     per batch). `bar`: an outer tqdm bar to advance (per request) instead of a bar of its own; `stats`:
-    a PackingStats to add this call's counts to.
+    a PackingStats to add this call's counts to. `queue_plan(...).result()` is the same in two steps.
     """
+    return queue_plan(lm, plan, batch_tokens, row_tokens, progress, shard, bar, stats).result()
+
+
+@dataclass
+class QueuedPlan:
+    """A plan's forwards queued on the device, not yet read back: `result()` is the one host
+    synchronisation. A caller can queue the next plan's forwards first, so the device never waits
+    while the host turns this one's results into rows and files."""
+
+    plan: ScoringPlan
+    parts: list[torch.Tensor]
+    order: list[int]
+
+    def result(self) -> dict[int, list[tuple[float, float, int]]]:
+        values = _to_host(self.parts)
+        out: dict[int, list[tuple[float, float, int]]] = {}
+        s = 0
+        for r in self.order:
+            out[r] = [(total, first, int(rank)) for total, first, rank in values[s:s + len(self.plan.gathers[r])]]
+            s += len(self.plan.gathers[r])
+        return out
+
+
+def queue_plan(lm: LoadedLM, plan: ScoringPlan, batch_tokens: int | None = None, row_tokens: int = DEFAULT_ROW_TOKENS,
+               progress: bool = False, shard: tuple[int, int] = (0, 1), bar=None,
+               stats: PackingStats | None = None) -> QueuedPlan:
+    """`score_plan`'s forwards, queued (see there); the results are read back by `.result()`."""
     budget = resolve_batch_tokens(batch_tokens, lm.device)
     check_int_range("row_tokens", row_tokens, 1)
     batches = plan_batches(plan.requests, plan.groups, plan.expected, budget, row_tokens, shard)
@@ -252,13 +279,7 @@ def score_plan(lm: LoadedLM, plan: ScoringPlan, batch_tokens: int | None = None,
             bar.update(len(members))
     if own_bar:
         bar.close()
-    values = _to_host(parts)
-    out: dict[int, list[tuple[float, float, int]]] = {}
-    s = 0
-    for r in order:
-        out[r] = [(total, first, int(rank)) for total, first, rank in values[s:s + len(plan.gathers[r])]]
-        s += len(plan.gathers[r])
-    return out
+    return QueuedPlan(plan, parts, order)
 
 
 def _to_host(parts: list[torch.Tensor]) -> list[list[float]]:
