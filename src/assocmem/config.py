@@ -172,13 +172,19 @@ def flat_dict_of(raw: dict) -> dict:
     return out
 
 
+def rebuild(cls: type, raw: dict, **overrides: Any) -> Any:
+    """`cls` from a run folder's config.json, nested or flat (older folders), `overrides` replacing leaves;
+    fields `cls` does not know (fingerprints, an older folder's options) are left out."""
+    return from_flat(cls, {**flat_dict_of(raw), **overrides})
+
+
 def read_config(cls: type, raw: dict, **overrides: Any) -> Any:
-    """The config of a run folder's config.json (`overrides` replace leaves), or the raw dict where it cannot be
-    rebuilt here (it names a CounterFact file or model this machine lacks)."""
+    """`rebuild`, or the raw dict where the config cannot be rebuilt here (it names a CounterFact file or model
+    this machine lacks)."""
     from assocmem.errors import ConfigError
 
     try:
-        return from_flat(cls, {**flat_dict_of(raw), **overrides})
+        return rebuild(cls, raw, **overrides)
     except ConfigError:
         return raw
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from assocmem.config import (Composed, as_tuple, check_int_range, flat_dict, flat_dict_of, from_flat, option,
-                             read_config, to_dict)
+from assocmem.config import (Composed, as_tuple, check_int_range, flat_dict, flat_dict_of, option,
+                             read_config, rebuild, to_dict)
 from assocmem.errors import ConfigError
 from assocmem.hijack import distributed as D
 from assocmem.hijack.counterfact import BadRecord, CounterFactSelection, Record
@@ -89,7 +89,7 @@ def config_from_dict(raw: dict, **overrides) -> HijackConfig:
     """A HijackConfig from a run folder's config.json, nested (this version) or flat (older folders);
     fields it does not know (an older folder's batch_size, the fingerprints) are left out. `overrides`
     replace leaves, e.g. device="cpu" to check a GPU run here."""
-    return from_flat(HijackConfig, {**flat_dict_of(raw), **overrides})
+    return rebuild(HijackConfig, raw, **overrides)
 
 
 @dataclass
