@@ -154,10 +154,10 @@ def run_hijack(config: HijackConfig, out_dir: str | Path, progress: bool = True,
 @dataclass
 class RunTiming:
     """Seconds of one `run_hijack` invocation, written as timing.json. The scoring loop runs from the first
-    forward to the last chunk written; `engine_s` is the part of it the host spends in the engine (laying out
-    and queuing a chunk's forwards, then waiting to read its results back), so `engine_s / loop_s` is the loop's rate as a share of the
-    engine's own rate measured in the same run: what remains is the GPU waiting for the host (plans,
-    rows, files)."""
+    forward to the last chunk written; `engine_s` is the part of it the host spends in the engine (laying
+    out and queuing a chunk's forwards, then waiting to read its results back), so `engine_s / loop_s` is
+    the loop's rate as a share of the engine's own rate in the same run: what remains is the host's other
+    work (plans, rows, files)."""
 
     process_to_run_s: float | None = None     # interpreter start to run_hijack (imports), None off Linux
     checks_s: float = 0.0                     # fingerprints of data, model and code, the folder's state
@@ -263,7 +263,7 @@ def _run(config: HijackConfig, out: Path, progress: bool, lm: LoadedLM, ctx: D.D
 
     def write(c: int, queued, counter) -> None:
         """Read chunk c's results back, make its rows and write its files."""
-        rows, stats = _finish_chunk(items_by_chunk[c], queued, config, ctx, timing)
+        rows, stats = _finish_chunk(items_by_chunk[c], *queued, config, ctx, timing)
         _kill_point("scored")
         if ctx.is_main:  # the stats first: the parquet marks the chunk as done
             write_json(_chunk_path(chunk_dir, c).with_suffix(".engine.json"), stats.as_dict())
@@ -569,11 +569,11 @@ def _chunk_plans(tokenizer, items_by_chunk: list[list[WorkItem]], pending: list[
 
 
 def _score_chunk(lm: LoadedLM, items: list[WorkItem], plan, config: HijackConfig, ctx: D.DistContext,
-                 bar=None, timing: RunTiming | None = None) -> tuple[pd.DataFrame | None, PackingStats]:
+                 bar=None) -> tuple[pd.DataFrame | None, PackingStats]:
     """Score one chunk (this rank's share) from its plan; on rank 0 return its rows and every rank's
     packing counts summed, elsewhere (None, this rank's counts). The run folder does the two halves
     (`_queue_chunk`, `_finish_chunk`) a chunk apart."""
-    return _finish_chunk(items, _queue_chunk(lm, plan, config, ctx, bar, timing), config, ctx, timing)
+    return _finish_chunk(items, *_queue_chunk(lm, plan, config, ctx, bar), config, ctx)
 
 
 def _queue_chunk(lm: LoadedLM, plan, config: HijackConfig, ctx: D.DistContext, bar=None,
@@ -588,10 +588,10 @@ def _queue_chunk(lm: LoadedLM, plan, config: HijackConfig, ctx: D.DistContext, b
     return queued, stats
 
 
-def _finish_chunk(items: list[WorkItem], queued: tuple[QueuedPlan, PackingStats], config: HijackConfig,
+def _finish_chunk(items: list[WorkItem], queued: QueuedPlan, stats: PackingStats, config: HijackConfig,
                   ctx: D.DistContext, timing: RunTiming | None = None) -> tuple[pd.DataFrame | None, PackingStats]:
     """A queued chunk read back (the host waits for the device here) and, on rank 0, made into rows."""
-    (queued, stats), plan = queued, queued[0].plan
+    plan = queued.plan
     start = time.perf_counter()
     mine = queued.result()
     if timing is not None:
